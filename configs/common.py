@@ -1,0 +1,105 @@
+"""Defaults shared by every config: the published MMR setting (ViT-B/16 student, WideResNet50-2 teacher, 224²).
+
+Per-dataset configs import `get_config()` from here and override only what differs. Every key that a run may
+use exists here, so that `mmr_jax.config.validate` can reject unknown keys and bad values on the command line.
+Facts follow `shared/spec/mmr-behaviour.md`; section numbers below refer to it.
+"""
+
+import ml_collections
+
+# Student encoder sizes (MAE/ViT conventions; head width 64).
+VIT_SIZES = {
+    "Ti": dict(width=192, depth=12, num_heads=3),
+    "S": dict(width=384, depth=12, num_heads=6),
+    "B": dict(width=768, depth=12, num_heads=12),
+    "L": dict(width=1024, depth=24, num_heads=16),
+    # For tests and the CPU demo only.
+    "micro": dict(width=128, depth=2, num_heads=2),
+}
+
+
+def vit_config(size: str = "B") -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      size=size,
+      patch_size=16,
+      mlp_ratio=4.0,
+      # Grid of the fixed sin-cos table that the pretrained encoder carries (224 / 16); other image sizes
+      # resize it with PyTorch's bicubic interpolation (§1).
+      pretrain_grid=14,
+      **VIT_SIZES[size],
+  ))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 54  # The published code's single seed.
+  # Number of independent models (seeds seed, seed+1, ...) trained side by side in one compiled program.
+  c.num_seeds = 1
+  c.num_epochs = 200
+  c.batch_size = 16  # Global batch, split over the mesh's data axis.
+  c.eval_batch_size = 32
+  c.eval_every_epochs = 0  # 0: evaluate at the end of training only.
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 2
+  c.log_every_steps = 10
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="aebad_s",  # aebad_s | aebad_v | mvtec | folder
+      root="data",
+      # Subsets evaluated separately, then averaged (AeBAD-S domains, AeBAD-V videos, MVTec classes).
+      subsets=("same", "background", "illumination", "view"),
+      mvtec_class="",  # mvtec: the class one model is trained on ("" with data.name == "mvtec": all 15, in turn).
+      image_size=224,
+      resize_size=256,  # Test: resize to this square, then centre-crop image_size (§7).
+      crop_scale=(0.7, 1.0),  # Train: RandomResizedCrop (bicubic) on the original image.
+      crop_ratio=(3.0 / 4.0, 4.0 / 3.0),
+      hflip_prob=0.5,
+      # False: masks count as anomalous only where they equal their maximum after resizing, as the published
+      # code's int cast does. True: threshold the resized mask at 0.5.
+      strict_mask_binarization=False,
+      skip_bad_files=False,  # True: skip (and count) files that do not decode instead of stopping.
+      use_tfds=False,  # Read through the TFDS builders (manual_dir = data.root) instead of the folder readers.
+      cache=True,  # Keep decoded images in memory (the datasets are small).
+      shuffle_buffer=0,  # 0: shuffle the whole training set each epoch.
+      # True: generate the embedded AeBAD-like dataset under root if it is absent (configs/synthetic.py).
+      synthetic=False,
+      synthetic_seed=0,
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      vit=vit_config("B"),
+      # wide_resnet50_2 | resnet18 | resnet_micro (tests and the CPU demo). Its widths set the FPN's (§2).
+      teacher="wide_resnet50_2",
+      mask_ratio=0.4,  # Training mask ratio; testing uses 0 (§1, §5).
+      # float32 | bfloat16: dtype of matmuls and activations; parameters, loss and maps stay float32.
+      compute_dtype="float32",
+      # How 3×3 convolutions of the FPN are computed: "im2col" (patches + one matmul; fastest on CPU),
+      # "native" (lax.conv; fastest on GPU/TPU), "auto" (pick by backend). Numerically the same operation.
+      conv3x3="auto",
+  ))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3,  # §6: set once per epoch.
+      warmup_epochs=50,
+      decay_epochs=(120, 160),
+      decay_factor=0.1,
+      weight_decay=0.05,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+  ))
+
+  c.init = ml_collections.ConfigDict(dict(
+      # Pretrained weights: a name from mmr_jax.weights.catalog (fetched and cached), a file path, or "" for
+      # random initialisation.
+      student="mae_visualize_vit_base",
+      teacher="wide_resnet50_2",
+  ))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      gaussian_sigma=4.0,
+      gaussian_truncate=4.0,
+      num_heatmaps=8,  # PNG overlays written per subset.
+      aupro_fpr_limit=0.3,
+  ))
+  return c

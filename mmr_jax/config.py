@@ -1,0 +1,67 @@
+"""Checks a run's config before anything is computed, so that a bad value fails with a message, not mid-run.
+
+Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when given on the command line as
+`--config.some.key=value`; this module checks values and their combinations.
+"""
+
+import ml_collections
+
+from mmr_jax.models import resnet
+
+DATASETS = ("aebad_s", "aebad_v", "mvtec", "folder")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+CONV3X3_FORMS = ("auto", "im2col", "native")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and what to set instead."""
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first bad key; returns the config (locked) otherwise."""
+  _require(isinstance(config.seed, int) and config.seed >= 0, f"seed must be a non-negative int, got {config.seed!r}")
+  _require(config.num_seeds >= 1, f"num_seeds must be ≥ 1, got {config.num_seeds}")
+  _require(config.num_epochs >= 0, f"num_epochs must be ≥ 0, got {config.num_epochs}")
+  _require(config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}")
+  _require(config.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1, got {config.eval_batch_size}")
+  _require(config.checkpoint_every_epochs >= 1,
+           f"checkpoint_every_epochs must be ≥ 1, got {config.checkpoint_every_epochs}")
+  _require(config.eval_every_epochs >= 0, f"eval_every_epochs must be ≥ 0, got {config.eval_every_epochs}")
+
+  data = config.data
+  _require(data.name in DATASETS, f"data.name must be one of {DATASETS}, got {data.name!r}")
+  _require(len(data.subsets) >= 1, "data.subsets must name at least one test subset")
+  size, patch = data.image_size, config.model.vit.patch_size
+  _require(size > 0 and size % patch == 0,
+           f"data.image_size must be a positive multiple of the patch size {patch}, got {size}")
+  _require(data.resize_size >= size, f"data.resize_size ({data.resize_size}) must be ≥ data.image_size ({size})")
+  low, high = data.crop_scale
+  _require(0 < low <= high <= 1, f"data.crop_scale must satisfy 0 < low ≤ high ≤ 1, got {tuple(data.crop_scale)}")
+  _require(0 < data.crop_ratio[0] <= data.crop_ratio[1], f"data.crop_ratio must be increasing and positive")
+  _require(0 <= data.hflip_prob <= 1, f"data.hflip_prob must lie in [0, 1], got {data.hflip_prob}")
+
+  model = config.model
+  vit = model.vit
+  _require(vit.width % vit.num_heads == 0,
+           f"model.vit.width ({vit.width}) must be divisible by model.vit.num_heads ({vit.num_heads})")
+  _require(vit.width % 4 == 0, f"model.vit.width must be a multiple of 4 (2-D sin-cos table), got {vit.width}")
+  _require(model.teacher in resnet.TEACHERS,
+           f"model.teacher must be one of {tuple(resnet.TEACHERS)}, got {model.teacher!r}")
+  _require(0 <= model.mask_ratio < 1, f"model.mask_ratio must lie in [0, 1), got {model.mask_ratio}")
+  _require(model.compute_dtype in COMPUTE_DTYPES,
+           f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {model.compute_dtype!r}")
+  _require(model.conv3x3 in CONV3X3_FORMS, f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {model.conv3x3!r}")
+
+  optim = config.optim
+  _require(optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}")
+  _require(optim.warmup_epochs >= 0, f"optim.warmup_epochs must be ≥ 0, got {optim.warmup_epochs}")
+  _require(list(optim.decay_epochs) == sorted(optim.decay_epochs), "optim.decay_epochs must be increasing")
+  _require(0 <= optim.b1 < 1 and 0 <= optim.b2 < 1, "optim.b1 and optim.b2 must lie in [0, 1)")
+  _require(optim.weight_decay >= 0, f"optim.weight_decay must be ≥ 0, got {optim.weight_decay}")
+  config.lock()
+  return config

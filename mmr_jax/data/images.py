@@ -1,0 +1,55 @@
+"""Decoding (PIL, as the published code's loader) and ImageNet normalisation; no TensorFlow here.
+
+Images are decoded with PIL on purpose: it is what torchvision's loader uses, so the pixels match the
+published code exactly, and a file that PIL cannot read is caught with its path before TF ever sees it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _open(source: str | bytes) -> Image.Image:
+  image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+  image.load()  # Decodes now, so that a truncated file fails here and not on first use.
+  return image
+
+
+def decode_rgb(source: str | bytes) -> np.ndarray:
+  """A file path or encoded bytes -> uint8 (H, W, 3)."""
+  with _open(source) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_mask(source: str | bytes) -> tuple[np.ndarray, bool]:
+  """A mask file or bytes -> (uint8 (H, W), nearest).
+
+  `nearest` is True for 1-bit and palette masks: PIL resizes those with nearest neighbour whatever filter is
+  asked, so the published pipeline does too.
+  """
+  with _open(source) as image:
+    nearest = image.mode in ("1", "P")
+    return np.asarray(image.convert("L")), nearest
+
+
+def describe_failure(path: str, error: BaseException) -> str:
+  """A one-line message naming the file and why it does not decode."""
+  reason = str(error) or type(error).__name__
+  return f"{path}: does not decode as an image ({type(error).__name__}: {reason}); replace or remove the file"
+
+
+def normalize(image: np.ndarray) -> np.ndarray:
+  """uint8 RGB (..., 3) -> float32 ImageNet-normalised, as ToTensor + Normalize."""
+  return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def denormalize(image: np.ndarray) -> np.ndarray:
+  """ImageNet-normalised float (..., 3) -> uint8 RGB, for heatmap overlays."""
+  rgb = np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN
+  return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)

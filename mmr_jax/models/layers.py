@@ -1,0 +1,97 @@
+"""Convolution layers written as matrix products where that is exact.
+
+XLA's CPU convolution backward is slow (shared/notes/cpu-performance.md): a 1×1 convolution, a 16×16 stride-16
+patch embedding and a 2×2 stride-2 transposed convolution (non-overlapping outputs) are plain matrix products on
+reshaped tensors, on every backend. 3×3 convolutions are a real choice, made here and nowhere else:
+patches + one matmul ("im2col", fastest on CPU) or `lax.conv` ("native", fastest on GPU/TPU).
+
+Kernels are stored HWIO (kh, kw, in, out) whatever the form, so weight import has one layout per layer type.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+CONV3X3_FORMS = ("auto", "im2col", "native")
+
+
+def conv3x3_form(form: str) -> str:
+  if form not in CONV3X3_FORMS:
+    raise ValueError(f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {form!r}")
+  if form == "auto":
+    return "im2col" if jax.default_backend() == "cpu" else "native"
+  return form
+
+
+def patchify(images: jax.Array, patch: int) -> jax.Array:
+  """(B, H, W, C) → (B, H/p · W/p, p·p·C), raster token order, each patch flattened as (row, col, channel)."""
+  b, h, w, c = images.shape
+  if h % patch or w % patch:
+    raise ValueError(f"image size {h}×{w} is not a multiple of the patch size {patch}")
+  x = images.reshape(b, h // patch, patch, w // patch, patch, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+class PatchEmbed(nn.Module):
+  """Conv(k=p, s=p) on already-patchified pixels (B, T, p·p·C) → (B, T, width): one matmul."""
+  width: int
+  patch: int
+  in_channels: int = 3
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.xavier_uniform(),
+                        (self.patch, self.patch, self.in_channels, self.width))
+    bias = self.param("bias", nn.initializers.zeros, (self.width,))
+    flat = kernel.reshape(-1, self.width).astype(self.dtype)
+    return jnp.dot(patches.astype(self.dtype), flat) + bias.astype(self.dtype)
+
+
+class Conv1x1(nn.Module):
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.kaiming_normal(), (1, 1, x.shape[-1], self.features))
+    return jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+
+
+class Conv3x3(nn.Module):
+  """3×3 convolution, stride 1, zero padding 1, no bias (the FPN's)."""
+  features: int
+  form: str = "auto"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.kaiming_normal(), (3, 3, x.shape[-1], self.features))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if conv3x3_form(self.form) == "native":
+      return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    b, h, w, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # Channel order (dy, dx, c) matches kernel.reshape(9c, out).
+    columns = jnp.concatenate([padded[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=-1)
+    return jnp.dot(columns, kernel.reshape(9 * c, self.features))
+
+
+class ConvTranspose2x2(nn.Module):
+  """ConvTranspose k=2, s=2 with bias: out[2i+a, 2j+b, o] = Σ_c x[i, j, c]·K[a, b, c, o] + bias[o]."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.kaiming_normal(), (2, 2, c, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    flat = kernel.transpose(2, 0, 1, 3).reshape(c, 4 * self.features).astype(self.dtype)
+    y = jnp.dot(x.astype(self.dtype), flat).reshape(b, h, w, 2, 2, self.features)
+    y = y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features)
+    return y + bias.astype(self.dtype)

@@ -1,0 +1,101 @@
+"""What a run leaves for people: results.json, a results.md table laid out like the paper's, heatmap PNGs."""
+
+import json
+import math
+import pathlib
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mmr_jax import metrics
+
+METRIC_NAMES = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "pro": "PRO (published)",
+                "aupro": "AUPRO@0.3"}
+Results = Mapping[str, Mapping[str, Optional[float]]]
+
+
+def with_mean(per_subset: Results) -> dict:
+  """{subset: metrics} plus "mean": the plain mean over subsets (the paper's "Mean" column)."""
+  return {**per_subset, "mean": metrics.mean_over_subsets(per_subset)}
+
+
+def mean_and_std(runs: Sequence[Results]) -> tuple[dict, dict]:
+  """Per subset and metric, the mean and the sample std (ddof=1, as for the paper's ± over 5 runs)."""
+  mean, std = {}, {}
+  for subset in runs[0]:
+    mean[subset], std[subset] = {}, {}
+    for metric in runs[0][subset]:
+      values = [run[subset][metric] for run in runs]
+      if any(v is None for v in values):
+        mean[subset][metric] = std[subset][metric] = None
+      else:
+        mean[subset][metric] = float(np.mean(values))
+        std[subset][metric] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return mean, std
+
+
+def markdown_table(results: Results, std: Optional[Results] = None, title: str = "") -> str:
+  """Rows = metrics, columns = subsets then Mean, values in % with one decimal (and ± std when given)."""
+  subsets = list(results)
+  lines = [f"### {title}", ""] if title else []
+  lines.append("| metric | " + " | ".join(subsets) + " |")
+  lines.append("|---|" + "---|" * len(subsets))
+  for metric, label in METRIC_NAMES.items():
+    cells = []
+    for subset in subsets:
+      value = results[subset].get(metric)
+      if value is None or (isinstance(value, float) and math.isnan(value)):
+        cells.append("–")
+      elif std is not None and std[subset].get(metric) is not None:
+        cells.append(f"{100 * value:.1f} ± {100 * std[subset][metric]:.1f}")
+      else:
+        cells.append(f"{100 * value:.1f}")
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[Results],
+                  header: str = "") -> dict:
+  """Writes results.json and results.md. One seed: its results. K seeds: each under seed_<s>/results.json,
+  and at the top the mean over seeds (results.json) and mean ± std (results.md). Returns the top-level dict."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  per_seed = [with_mean(r) for r in per_seed]
+  if len(per_seed) == 1:
+    top, std = per_seed[0], None
+  else:
+    for seed, results in zip(seeds, per_seed):
+      (workdir / f"seed_{seed}").mkdir(exist_ok=True)
+      (workdir / f"seed_{seed}" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    top, std = mean_and_std(per_seed)
+  (workdir / "results.json").write_text(json.dumps(top, indent=2) + "\n")
+  seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
+  (workdir / "results.md").write_text(markdown_table(top, std, title=f"{header} ({seeds_text})".strip()))
+  return top
+
+
+def heatmap_overlays(directory: pathlib.Path, images: np.ndarray, masks: np.ndarray, maps: np.ndarray,
+                     names: Sequence[str], vmax: Optional[float] = None) -> list[pathlib.Path]:
+  """One PNG per image: [image | ground truth | anomaly map over the image]. One colour scale per subset, so
+  overlays can be compared with each other."""
+  directory.mkdir(parents=True, exist_ok=True)
+  vmax = float(np.max(maps)) if vmax is None else vmax
+  vmin = float(np.min(maps))
+  written = []
+  for image, mask, amap, name in zip(images, masks, maps, names):
+    heat = _jet(np.clip((amap - vmin) / max(vmax - vmin, 1e-12), 0, 1))
+    overlay = (0.5 * image + 0.5 * heat).astype(np.uint8)
+    truth = np.repeat((mask > 0)[..., None] * 255, 3, axis=-1).astype(np.uint8)
+    panel = np.concatenate([image, truth, overlay], axis=1)
+    path = directory / (str(name).replace("/", "__").rsplit(".", 1)[0] + ".png")
+    Image.fromarray(panel).save(path)
+    written.append(path)
+  return written
+
+
+def _jet(values: np.ndarray) -> np.ndarray:
+  """A blue→red colour map (values in [0, 1]) → uint8 RGB, without a plotting library at report time."""
+  r = np.clip(1.5 - np.abs(4 * values - 3), 0, 1)
+  g = np.clip(1.5 - np.abs(4 * values - 2), 0, 1)
+  b = np.clip(1.5 - np.abs(4 * values - 1), 0, 1)
+  return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)

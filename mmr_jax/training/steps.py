@@ -1,0 +1,101 @@
+"""The compiled functions of a run: teacher features, the training step (Eq. 1 + AdamW) and the anomaly map.
+
+Every function works on K independent models at once (a leading seed axis on the state and the batch, K = 1
+for a plain run): one compiled program trains K seeds side by side. The batch axis is sharded over the mesh's
+'data' axis and parameters are replicated (data parallelism); XLA inserts the gradient all-reduce.
+"""
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmr_jax import objectives
+from mmr_jax.training import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training. In a run every leaf has a leading seed axis K."""
+  step: jax.Array  # int32
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # Raw PRNG key data (uint32), split once per step for the masking noise.
+
+
+def create_train_state(params: Any, tx: optax.GradientTransformation, seed_key: jax.Array) -> TrainState:
+  """One seed's initial state (no seed axis); `stack` K of them for a run."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(seed_key))
+
+
+def stack(trees: list[Any]) -> Any:
+  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree: Any, index: int) -> Any:
+  return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+
+
+def all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
+  """(teacher_params, images (K, B, H, W, 3)) → three (K, B, h, w, C) feature maps. Compiled on its own: the
+  teacher needs no gradient, and a separate program lets XLA schedule its convolutions best (CPU notes)."""
+  batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
+
+  def features(teacher_params, images):
+    k, b = images.shape[:2]
+    maps = teacher.apply({"params": teacher_params}, images.reshape(k * b, *images.shape[2:]))
+    return tuple(m.astype(jnp.float32).reshape(k, b, *m.shape[1:]) for m in maps)
+
+  return jax.jit(features, in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch)
+
+
+def make_train_step(student: nn.Module, tx: optax.GradientTransformation, mask_ratio: float,
+                    mesh: jax.sharding.Mesh) -> Callable:
+  """(state, images (K,B,H,W,3), teacher features, lr) → (state, metrics). The old state's buffers are donated."""
+  batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
+  replicated = sharding.replicated(mesh)
+
+  def one_seed(state: TrainState, images, teacher_features, lr):
+    rng, masking_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+
+    def loss_fn(params):
+      features = student.apply({"params": params}, images, mask_ratio, rngs={"masking": masking_rng})
+      return objectives.reconstruction_loss(teacher_features, features)
+
+    (loss, per_scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    hyperparams = {**state.opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}
+    updates, opt_state = tx.update(grads, state.opt_state._replace(hyperparams=hyperparams), state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "loss_per_scale": per_scale, "grad_norm": optax.global_norm(grads),
+               "param_norm": optax.global_norm(params), "finite": all_finite((loss, grads, params))}
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           rng=jax.random.key_data(rng))
+    return new_state, metrics
+
+  step = jax.vmap(one_seed, in_axes=(0, 0, 0, None))
+  return jax.jit(step, in_shardings=(replicated, batch, batch, None), out_shardings=(replicated, replicated),
+                 donate_argnums=(0,))
+
+
+def make_anomaly_fn(student: nn.Module, mesh: jax.sharding.Mesh, sigma: float, truncate: float) -> Callable:
+  """(params (K,…), images (B,H,W,3), teacher features (B,…)) → smoothed maps (K,B,H,W), scores (K,B).
+
+  The test images and their teacher features are shared by the K models; only the students differ."""
+  batch = sharding.batch_sharding(mesh)
+  per_seed_batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
+
+  def one_seed(params, images, teacher_features):
+    features = student.apply({"params": params}, images, 0.0)
+    maps = objectives.anomaly_maps(teacher_features, features, images.shape[1:3], sigma, truncate)
+    return maps.smoothed, maps.score
+
+  return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)),
+                 in_shardings=(sharding.replicated(mesh), batch, batch), out_shardings=per_seed_batch)

@@ -1,0 +1,210 @@
+"""The life of a run: mesh → models and initial state → resume → epochs of sharded steps → checkpoints →
+evaluation and reports. `train.py` and `evaluate.py` are thin entry points over `train` and `evaluate`.
+
+K seeds (config.num_seeds) train side by side in one compiled program: seed k of a run is config.seed + k, and
+its model, masking and data order are exactly those of a one-seed run with that seed.
+"""
+
+import json
+import logging
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from mmr_jax import evaluation
+from mmr_jax import reports
+from mmr_jax.data import pipeline
+from mmr_jax.models import mmr
+from mmr_jax.training import checkpoint
+from mmr_jax.training import init
+from mmr_jax.training import optimizer
+from mmr_jax.training import sharding
+from mmr_jax.training import steps
+from mmr_jax.training import summaries
+
+
+class NonFiniteError(RuntimeError):
+  """Loss, gradients or parameters stopped being finite."""
+
+
+def seeds_of(config: ml_collections.ConfigDict) -> list[int]:
+  return [config.seed + k for k in range(config.num_seeds)]
+
+
+class Run:
+  """The compiled functions and fixed data of a run, shared by training and evaluation."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+    self.config = config
+    self.mesh = mesh or sharding.make_mesh()
+    sharding.check_batch_divisible(config.batch_size, self.mesh, "batch_size")
+    sharding.check_batch_divisible(config.eval_batch_size, self.mesh, "eval_batch_size")
+    self.seeds = seeds_of(config)
+    self.student = mmr.build_student(config.model)
+    self.teacher = mmr.build_teacher(config.model)
+    self.tx = optimizer.make_optimizer(config.optim)
+    self.teacher_params = jax.device_put(init.teacher_params(config), sharding.replicated(self.mesh))
+    self.teacher_fn = steps.make_teacher_fn(self.teacher, self.mesh)
+    self.train_step = steps.make_train_step(self.student, self.tx, config.model.mask_ratio, self.mesh)
+    self.anomaly_fn = steps.make_anomaly_fn(self.student, self.mesh, config.eval.gaussian_sigma,
+                                            config.eval.gaussian_truncate)
+
+  def initial_state(self) -> steps.TrainState:
+    """Seed s: key(s) → (student init key, training key); the same in a K-seed run and a one-seed run."""
+    init_keys, train_keys = zip(*(jax.random.split(jax.random.key(seed)) for seed in self.seeds))
+    params = init.student_params(self.config, jnp.stack(init_keys))
+    state = jax.jit(jax.vmap(lambda p, key: steps.create_train_state(p, self.tx, key)))(params, jnp.stack(train_keys))
+    return jax.device_put(state, sharding.replicated(self.mesh))
+
+  def global_batch(self, epoch: int) -> Any:
+    """Yields (K, B, H, W, 3) global arrays: seed k's batch stream is that seed's own data order."""
+    process, processes = jax.process_index(), jax.process_count()
+    streams = [pipeline.train_batches(self.config, epoch, seed, process, processes) for seed in self.seeds]
+    batch_sharding = sharding.batch_sharding(self.mesh, extra_leading_axes=1)
+    for batches in zip(*streams):
+      local = np.stack([b["image"] for b in batches])
+      yield sharding.put_global_batch(local, batch_sharding, batch_axis=1)
+
+  def evaluate(self, params: Any, workdir: pathlib.Path, write_heatmaps: bool = True) -> dict:
+    """All test subsets, K seeds; writes results.json / results.md (and heatmaps); returns the top level."""
+    per_seed = [{} for _ in self.seeds]
+    for subset in self.config.data.subsets:
+      predictions = evaluation.predict_subset(self.config, subset, params, self.teacher_params,
+                                              self.teacher_fn, self.anomaly_fn, self.mesh)
+      for k, results in enumerate(evaluation.subset_results(self.config, predictions)):
+        per_seed[k][subset] = results
+      if write_heatmaps and jax.process_index() == 0:
+        n = len(predictions.images)
+        reports.heatmap_overlays(workdir / "heatmaps" / subset, predictions.images, predictions.masks[:n],
+                                 predictions.maps[0, :n], predictions.names[:n],
+                                 vmax=float(predictions.maps[0].max()))
+    if jax.process_index() != 0:
+      return {}
+    return reports.write_results(workdir, self.seeds, per_seed, header=_describe(self.config))
+
+
+def _describe(config: ml_collections.ConfigDict) -> str:
+  return (f"MMR on {config.data.name} ({config.model.vit.size} student, {config.model.teacher} teacher, "
+          f"{config.data.image_size} px, {config.num_epochs} epochs)")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Trains (resuming from WORKDIR's last checkpoint), then evaluates; returns results.json's content."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  run = Run(config)
+  checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
+  state = run.initial_state()
+  first_epoch = 0
+  latest = checkpoints.latest_epoch()
+  if latest is not None:
+    state, meta = checkpoints.restore(latest, checkpoint.abstract_like(state))
+    _check_resumable(meta, config)
+    first_epoch = latest + 1
+    logging.info("resumed from the checkpoint of epoch %d in %s", latest, checkpoints.directory)
+  steps_per_epoch = pipeline.steps_per_epoch(config)
+  log = summaries.MetricWriter(workdir, resume_after_step=first_epoch * steps_per_epoch)
+
+  total_steps = (config.num_epochs - first_epoch) * steps_per_epoch
+  progress = tqdm.tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=jax.process_index() != 0)
+  images_per_step = config.batch_size * config.num_seeds
+  for epoch in range(first_epoch, config.num_epochs):
+    lr = optimizer.learning_rate(epoch, config.optim)
+    epoch_start = time.perf_counter()
+    pending = []
+    for i, images in enumerate(run.global_batch(epoch)):
+      teacher_features = run.teacher_fn(run.teacher_params, images)
+      state, step_metrics = run.train_step(state, images, teacher_features, lr)
+      pending.append(step_metrics)
+      progress.update(1)
+      if len(pending) == config.log_every_steps or i == steps_per_epoch - 1:
+        global_step = epoch * steps_per_epoch + i + 1
+        _write_step_metrics(log, pending, global_step, epoch, lr, run.seeds)
+        progress.set_postfix(epoch=epoch, loss=f"{float(np.mean(jax.device_get(pending[-1]['loss']))):.4f}",
+                             img_s=f"{progress.format_dict['rate'] * images_per_step:.1f}"
+                             if progress.format_dict.get("rate") else "–")
+        pending = []
+    epoch_seconds = time.perf_counter() - epoch_start
+    log.write(epoch * steps_per_epoch + steps_per_epoch, {"epoch": epoch, "epoch_seconds": epoch_seconds,
+                                                          "images_per_second": steps_per_epoch * images_per_step
+                                                          / max(epoch_seconds, 1e-9)})
+    last = epoch == config.num_epochs - 1
+    if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
+      checkpoints.save(epoch, state, {"epoch": epoch, "seeds": run.seeds, "steps_per_epoch": steps_per_epoch})
+    if config.eval_every_epochs and (epoch + 1) % config.eval_every_epochs == 0 and not last:
+      results = run.evaluate(state.params, workdir / f"eval_epoch_{epoch}", write_heatmaps=False)
+      log.write(epoch * steps_per_epoch + steps_per_epoch, _flatten_results(results, "eval"))
+  progress.close()
+  results = run.evaluate(state.params, workdir)
+  log.write(config.num_epochs * steps_per_epoch, _flatten_results(results, "eval"))
+  log.close()
+  checkpoints.close()
+  return results
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+             student_checkpoint: str | None = None) -> dict:
+  """Evaluates WORKDIR's last checkpoint; with `student_checkpoint`, a converted student (e.g. one trained with
+  the PyTorch code: a .pth/.safetensors/.npz under the published names) instead; with neither and
+  num_epochs == 0, the initial model."""
+  workdir = pathlib.Path(workdir)
+  run = Run(config)
+  if student_checkpoint:
+    if config.num_seeds != 1:
+      raise ValueError("--checkpoint evaluates one student; use --config.num_seeds=1")
+    with config.unlocked():
+      config.init.student = student_checkpoint
+    params = run.initial_state().params
+  else:
+    checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
+    latest = checkpoints.latest_epoch()
+    state = run.initial_state()
+    if latest is None:
+      if config.num_epochs != 0:
+        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}: train first with "
+                                f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint")
+    else:
+      state, meta = checkpoints.restore(latest, checkpoint.abstract_like(state))
+      _check_resumable(meta, config)
+    params = state.params
+    checkpoints.close()
+  return run.evaluate(params, workdir)
+
+
+def _check_resumable(meta: dict, config: ml_collections.ConfigDict) -> None:
+  if list(meta.get("seeds", [])) != seeds_of(config):
+    raise ValueError(f"the checkpoint in this workdir was trained with seeds {meta.get('seeds')}, but the config "
+                     f"asks for {seeds_of(config)}; use another --workdir or the same seed/num_seeds")
+
+
+def _write_step_metrics(log: "summaries.MetricWriter", pending: list[dict], global_step: int, epoch: int,
+                        lr: float, seeds: list[int]) -> None:
+  """Fetches a window of step metrics (one device sync per window), stops on non-finite values, logs means."""
+  window = jax.device_get(pending)
+  for offset, m in enumerate(window):
+    if not np.all(m["finite"]):
+      bad = [seed for seed, ok in zip(seeds, m["finite"]) if not ok]
+      step = global_step - len(window) + offset + 1
+      raise NonFiniteError(f"loss, gradients or parameters became NaN/Inf at step {step} (epoch {epoch}) for "
+                           f"seed(s) {bad}. Nothing was checkpointed after the last good epoch; lower optim.lr "
+                           f"or check the input data, then rerun the same command to resume.")
+  last = window[-1]
+  record = {"epoch": epoch, "lr": lr, "loss": float(np.mean(last["loss"])),
+            "grad_norm": float(np.mean(last["grad_norm"])), "param_norm": float(np.mean(last["param_norm"]))}
+  for s, value in enumerate(np.mean(last["loss_per_scale"], axis=0)):
+    record[f"loss_scale{s + 1}"] = float(value)
+  if len(seeds) > 1:
+    record.update({f"loss_seed{seed}": float(v) for seed, v in zip(seeds, last["loss"])})
+  log.write(global_step, record)
+
+
+def _flatten_results(results: dict, prefix: str) -> dict:
+  return {f"{prefix}/{subset}/{metric}": value for subset, row in results.items()
+          for metric, value in row.items() if isinstance(value, (int, float))}

@@ -1,0 +1,17 @@
+"""Errors of weight import: each one carries a message that says what went wrong and what to do."""
+
+
+class WeightsError(ValueError):
+  """A checkpoint could not be read, fetched or mapped onto the model."""
+
+
+class ChecksumMismatch(WeightsError):
+  """A downloaded or hand-placed file is not the published file."""
+
+
+class DownloadFailed(WeightsError):
+  """A catalog file could not be downloaded (no network, bad URL, timeout)."""
+
+
+class FixedTableMismatch(WeightsError):
+  """A checkpoint's position table is not the fixed sin-cos table that the model computes."""

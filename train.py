@@ -1,0 +1,37 @@
+"""Trains MMR, then evaluates it: `python train.py --config=configs/aebad_s.py --workdir=runs/aebad_s`.
+
+Resumes from the workdir's last checkpoint when there is one, so rerunning a killed command finishes the run.
+Any config value can be overridden, e.g. `--config.num_seeds=5 --config.data.root=/data`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.", required=True)
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-host GPU).")
+config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/aebad_s.py.", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import jax
+  if FLAGS.multihost:
+    jax.distributed.initialize()
+  from mmr_jax import config as config_lib
+  from mmr_jax.data import synthetic
+  from mmr_jax.training import trainer
+
+  config = config_lib.validate(FLAGS.config)
+  if config.data.synthetic:
+    synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
+  results = trainer.train(config, FLAGS.workdir)
+  if results:
+    logging.info("mean over subsets: %s", results.get("mean"))
+    print(open(f"{FLAGS.workdir}/results.md").read())
+
+
+if __name__ == "__main__":
+  app.run(main)
