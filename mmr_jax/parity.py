@@ -11,6 +11,7 @@ not visible in the weights: it defaults to width / 64 (every MAE/ViT size) unles
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from typing import Any, Callable, Mapping
@@ -128,6 +129,31 @@ def build_models(weights_path: str, image_size: tuple[int, int], num_heads: int 
   return Models(student, teacher, loaded.params, teacher_params, loaded.tables)
 
 
+# Compiled once per architecture (modules are static, hashable arguments), so checking several reference files
+# of one model, as the tests do, compiles once.
+@functools.partial(jax.jit, static_argnums=0)
+def _teacher_features(teacher, params, images):
+  return teacher.apply({"params": params}, images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _test_features(student, params, images):
+  return student.apply({"params": params}, images, 0.0)
+
+
+_anomaly_maps = jax.jit(objectives.anomaly_maps, static_argnums=2)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _loss_and_grads(student, ratio, params, images, noise, teacher_features):
+  def loss_fn(params):
+    features = student.apply({"params": params}, images, ratio, noise)
+    total, per_scale = objectives.reconstruction_loss(teacher_features, features)
+    return total, (per_scale, features)
+
+  return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
 def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Everything the reference may hold about the model, computed here, under the reference's keys/layouts."""
   images = jnp.asarray(nchw_to_nhwc(reference["image"]), jnp.float32)
@@ -144,14 +170,14 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
                            {"pos_embed": posembed.sincos_2d(student.width, student.pretrain_grid,
                                                             student.pretrain_grid)})
 
-  teacher_features = jax.jit(lambda p, x: teacher.apply({"params": p}, x))(models.teacher_params, images)
+  teacher_features = _teacher_features(teacher, models.teacher_params, images)
   for i, f in enumerate(teacher_features, start=1):
     out[f"teacher_layer{i}"] = nhwc_to_nchw(f)
 
-  test_features = jax.jit(lambda p, x: student.apply({"params": p}, x, 0.0))(models.student_params, images)
+  test_features = _test_features(student, models.student_params, images)
   for i, f in enumerate(test_features, start=1):
     out[f"test_student_layer{i}"] = nhwc_to_nchw(f)
-  maps = jax.jit(lambda t, s: objectives.anomaly_maps(t, s, image_size))(teacher_features, test_features)
+  maps = _anomaly_maps(teacher_features, test_features, tuple(image_size))
   out["anomaly_map_per_scale"] = np.asarray(maps.per_scale)
   out["anomaly_map_raw"] = np.asarray(maps.raw)
   out["anomaly_map"] = np.asarray(maps.smoothed)
@@ -160,13 +186,8 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   if noise is None:
     return out
 
-  def loss_fn(params):
-    features = student.apply({"params": params}, images, ratio, noise)
-    total, per_scale = objectives.reconstruction_loss(teacher_features, features)
-    return total, (per_scale, features)
-
-  (loss, (per_scale, train_features)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-      models.student_params)
+  (loss, (per_scale, train_features)), grads = _loss_and_grads(student, ratio, models.student_params, images,
+                                                                noise, teacher_features)
   out["train_loss"], out["train_loss_per_scale"] = np.asarray(loss), np.asarray(per_scale)
   for i, f in enumerate(train_features, start=1):
     out[f"train_student_layer{i}"] = nhwc_to_nchw(f)

@@ -256,8 +256,10 @@ def standard_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) 
   return area / fpr_limit
 
 
-def metric_references(rng: np.random.Generator, count: int, size: int) -> dict[str, np.ndarray]:
-  maps, masks, labels = synthetic_scored_set(rng, count, size)
+def metric_values(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+  """The `metric_*` keys of R.npz for a scored set: maps (N, H, W), binary masks, labels (N,)."""
+  count = len(maps)
+  maps, masks, labels = maps.astype(np.float64), masks.astype(np.int64), labels.astype(np.int64)
   image_scores = maps.reshape(count, -1).max(axis=1)
   pro_per_image = np.array([published_pro(maps[i], masks[i]) for i in range(count) if labels[i] == 1])
   return {
@@ -270,6 +272,10 @@ def metric_references(rng: np.random.Generator, count: int, size: int) -> dict[s
       "metric_pro_mean": np.float64(pro_per_image.mean()),
       "metric_aupro": np.float64(standard_aupro(maps, masks)),
   }
+
+
+def metric_references(rng: np.random.Generator, count: int, size: int) -> dict[str, np.ndarray]:
+  return metric_values(*synthetic_scored_set(rng, count, size))
 
 
 # ----------------------------------------------------------------------------------------------------------

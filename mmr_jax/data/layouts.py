@@ -53,7 +53,15 @@ LAYOUT_HELP = {
 
 
 class DatasetError(Exception):
-  """The dataset on disk cannot serve the run: the message names the path and says what to do."""
+  """The dataset on disk cannot serve the run: the message names the path and says what to do.
+
+  `message` says what is wrong (with the path); `advice` where the dataset comes from and the layout expected.
+  """
+
+  def __init__(self, message: str, advice: str = ""):
+    super().__init__(f"{message} {advice}".strip())
+    self.message = message
+    self.advice = advice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +106,7 @@ def _relative(path: pathlib.Path, root: pathlib.Path) -> str:
 
 def _require_folder(folder: pathlib.Path, dataset: str, what: str) -> None:
   if not folder.is_dir():
-    raise DatasetError(f"{folder}: missing folder ({what}). {LAYOUT_HELP[dataset]}")
+    raise DatasetError(f"{folder}: missing folder ({what}).", LAYOUT_HELP[dataset])
 
 
 def _scan(folder: pathlib.Path, root: pathlib.Path, recursive: bool) -> tuple[list[pathlib.Path], list[str]]:
@@ -164,7 +172,7 @@ def aebad_s_test(root: str | os.PathLike, domain: str) -> FileList:
   if not files.examples:
     types = [p.name for p in _subfolders(test)]
     raise DatasetError(f"{test}/<type>/{domain}: no test images for the domain {domain!r} (types found: "
-                       f"{', '.join(types) or 'none'}). {LAYOUT_HELP['aebad_s']}")
+                       f"{', '.join(types) or 'none'}).", LAYOUT_HELP["aebad_s"])
   return files
 
 
@@ -220,11 +228,11 @@ def _check_name(config: ml_collections.ConfigDict) -> str:
   return name
 
 
-def _check_root(config: ml_collections.ConfigDict) -> pathlib.Path:
+def data_root(config: ml_collections.ConfigDict) -> pathlib.Path:
+  """config.data.root, which must exist."""
   root = pathlib.Path(os.path.expanduser(config.data.root))
   if not root.is_dir():
-    raise DatasetError(f"{root}: the data root (config.data.root) does not exist. "
-                       f"{LAYOUT_HELP[_check_name(config)]}")
+    raise DatasetError(f"{root}: the data root (config.data.root) does not exist.", LAYOUT_HELP[_check_name(config)])
   return root
 
 
@@ -259,7 +267,7 @@ def train_subset(config: ml_collections.ConfigDict, subset: str | None = None) -
 
 def list_train(config: ml_collections.ConfigDict, subset: str | None = None) -> FileList:
   """The training files named by the config (for mvtec, those of `train_subset(config, subset)`)."""
-  name, root = _check_name(config), _check_root(config)
+  name, root = _check_name(config), data_root(config)
   if name == "aebad_s":
     return aebad_s_train(root)
   if name == "aebad_v":
@@ -271,7 +279,7 @@ def list_train(config: ml_collections.ConfigDict, subset: str | None = None) -> 
 
 def list_test(config: ml_collections.ConfigDict, subset: str) -> FileList:
   """The test files of one subset (AeBAD-S domain, AeBAD-V video, MVTec class, or the folder's name)."""
-  name, root = _check_name(config), _check_root(config)
+  name, root = _check_name(config), data_root(config)
   if name == "aebad_s":
     return aebad_s_test(root, subset)
   if name == "aebad_v":

@@ -94,13 +94,13 @@ def problems_message(files: FileList, problems: Sequence[str], total: int) -> st
 
 
 def empty_message(files: FileList) -> str:
-  return f"{files.location}: no images for the {files.title} split. {layouts.LAYOUT_HELP[files.dataset]}"
+  return f"{files.location}: no images for the {files.title} split."
 
 
 def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool) -> DecodedSplit:
   """Decodes every file of `files`; raises DatasetError on any problem unless skip_bad_files (then drops it)."""
   if not files.examples:
-    raise DatasetError(empty_message(files))
+    raise DatasetError(empty_message(files), layouts.LAYOUT_HELP[files.dataset])
   if files.skipped:
     logging.info("%s %s: skipped %d non-image files (e.g. %s)", files.dataset, files.title, len(files.skipped),
                  files.skipped[0])
@@ -114,8 +114,8 @@ def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool) -> Decode
                     files.title, len(bad), messages[0])
   keep = [i for i, problem in enumerate(problems) if not problem]
   if not keep:
-    raise DatasetError(f"{files.location}: none of the {len(problems)} images of the {files.title} split decodes. "
-                       f"{layouts.LAYOUT_HELP[files.dataset]}")
+    raise DatasetError(f"{files.location}: none of the {len(problems)} images of the {files.title} split decodes.",
+                       layouts.LAYOUT_HELP[files.dataset])
   return DecodedSplit(
       files=files,
       examples=[files.examples[i] for i in keep],

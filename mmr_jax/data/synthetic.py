@@ -38,6 +38,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+# Where configs/synthetic.py looks for it; `ensure_synthetic` writes it there on first use.
+DEFAULT_ROOT = os.path.join("data", "synthetic")
 DEFECT_TYPES = ("breakdown", "ablation", "fracture", "groove")
 DOMAINS = ("same", "background", "illumination", "view")
 VIDEOS = ("video1", "video2", "video3")
@@ -594,13 +596,13 @@ class View:
 
 
 _TRAIN_VIEWS = {
-    "seq1": View((0.5, 1.25), 0.42, 0.95, 0.0, (225, 50)),
-    "seq2": View((0.38, 1.18), 0.45, 0.85, 8.0, (210, 45)),
+    "seq1": View((0.5, 1.08), 0.6, 0.95, 0.0, (225, 50)),
+    "seq2": View((0.4, 1.02), 0.62, 0.85, 8.0, (210, 45)),
 }
 _TEST_VIEWS = {
-    "video1": View((0.62, 1.22), 0.40, 0.68, -16.0, (240, 40)),  # Steeper angle on the disk.
-    "video2": View((0.5, 1.5), 0.56, 0.9, 4.0, (220, 55), 1.15),  # Closer, brighter.
-    "video3": View((0.45, 1.12), 0.37, 0.8, 20.0, (320, 30), 0.8),  # Rolled, lit from the other side, darker.
+    "video1": View((0.6, 0.95), 0.58, 0.68, -16.0, (240, 40)),  # Steeper angle on the disk.
+    "video2": View((0.5, 1.25), 0.8, 0.9, 4.0, (220, 55), 1.15),  # Closer, brighter.
+    "video3": View((0.45, 1.0), 0.55, 0.8, 20.0, (320, 30), 0.8),  # Rolled, lit from the other side, darker.
 }
 
 

@@ -1,0 +1,132 @@
+"""The Flax model: total hiding of masked tokens, masking arithmetic, position tables, other image sizes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmr_jax.models import layers
+from mmr_jax.models import mmr
+from mmr_jax.models import posembed
+from mmr_jax.models import resnet
+from mmr_jax.models import vit
+
+SIZE = 64
+PATCH = 16
+
+
+@functools.lru_cache(maxsize=None)
+def micro_student(pretrain_grid: int = SIZE // PATCH) -> mmr.Student:
+  return mmr.Student(width=128, depth=2, num_heads=2, out_channels=resnet.TEACHERS["resnet_micro"].out_channels,
+                     pretrain_grid=pretrain_grid)
+
+
+@pytest.fixture(scope="module")
+def student_and_params():
+  student = micro_student()
+  params = jax.jit(lambda k: student.init(k, jnp.zeros((1, SIZE, SIZE, 3)))["params"])(jax.random.key(0))
+  return student, params
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def apply(student, ratio, params, images, noise):
+  return student.apply({"params": params}, images, ratio, noise)
+
+
+def masked_patch_pixels(noise: np.ndarray, ratio: float, grid: int) -> np.ndarray:
+  """(B, H, W) bool: the pixels of the patches that the masking hides."""
+  kept = np.asarray(vit.random_masking(jnp.asarray(noise), ratio).kept)
+  hidden = np.ones(noise.shape, bool)
+  np.put_along_axis(hidden, kept, False, axis=1)
+  return np.repeat(np.repeat(hidden.reshape(-1, grid, grid), PATCH, axis=1), PATCH, axis=2)
+
+
+def test_masked_pixels_are_fully_hidden(student_and_params):
+  student, params = student_and_params
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
+  noise = rng.uniform(size=(2, (SIZE // PATCH) ** 2)).astype(np.float32)
+  hidden = masked_patch_pixels(noise, 0.4, SIZE // PATCH)
+  assert 0 < hidden.mean() < 1
+  changed = images.copy()
+  changed[hidden] = rng.normal(size=(hidden.sum(), 3)) * 10
+
+  before = apply(student, 0.4, params, images, noise)
+  after = apply(student, 0.4, params, changed, noise)
+  for b, a in zip(before, after):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a))  # Bit for bit.
+
+  # The same change is seen when nothing is masked: the test above is not vacuous.
+  visible_before = apply(student, 0.0, params, images, noise)
+  visible_after = apply(student, 0.0, params, changed, noise)
+  assert all(np.abs(np.asarray(b) - np.asarray(a)).max() > 1e-3 for b, a in zip(visible_before, visible_after))
+
+
+def test_masking_keeps_lowest_noise_tokens_in_shuffled_order():
+  noise = jnp.asarray([[0.9, 0.1, 0.5, 0.3, 0.7]])
+  masking = vit.random_masking(noise, 0.4)
+  np.testing.assert_array_equal(masking.kept, [[1, 3, 2]])  # int(5 · 0.6) = 3 kept, ascending noise.
+  shuffled = jnp.argsort(noise, axis=1)
+  np.testing.assert_array_equal(jnp.take_along_axis(shuffled, masking.restore, axis=1), [[0, 1, 2, 3, 4]])
+
+
+def test_len_keep_uses_double_precision():
+  assert vit.num_kept(196, 0.4) == 117
+  assert vit.num_kept(400, 0.4) == 240
+  assert vit.num_kept(196, 0.0) == 196
+  with pytest.raises(ValueError, match="mask ratio"):
+    vit.num_kept(196, 1.0)
+
+
+def test_sincos_table_matches_mae_formula():
+  dim, grid = 16, 3
+  table = posembed.sincos_2d(dim, grid, grid)
+  omega = 1.0 / 10000 ** (np.arange(dim // 4) / (dim // 4))
+  for row in range(grid):
+    for col in range(grid):
+      expected = np.concatenate([np.sin(col * omega), np.cos(col * omega), np.sin(row * omega), np.cos(row * omega)])
+      np.testing.assert_allclose(table[row * grid + col], expected, atol=1e-7)
+
+
+def test_bicubic_resize_is_pytorchs_kernel():
+  matrix = posembed.torch_bicubic_matrix(4, 6)
+  np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-12)  # Interpolation preserves constants.
+  # Output pixel 0 of 4 → 6: source x = 0.5 · 4/6 − 0.5 = −1/6, taps −2..1 clamped to 0..1.
+  t = 5 / 6
+  a = -0.75
+  w = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
+       ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1, ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+  np.testing.assert_allclose(matrix[0, :2], [w[0] + w[1] + w[2], w[3]], atol=1e-12)
+  np.testing.assert_array_equal(posembed.torch_bicubic_matrix(5, 5), np.eye(5))
+  # A resized sin-cos table is not a sin-cos table: it overshoots past ±1 (spec §1).
+  resized = posembed.encoder_table(768, 14, 20, 20)
+  assert resized.shape == (400, 768) and np.abs(resized).max() > 1.0
+
+
+def test_other_image_sizes(student_and_params):
+  _, params = student_and_params
+  student = micro_student(pretrain_grid=SIZE // PATCH)  # Table made for 4×4, resized to 6×6 at 96 px.
+  images = jnp.zeros((1, 96, 96, 3))
+  features = apply(student, 0.4, params, images, jnp.linspace(0, 1, 36)[None])
+  assert [f.shape for f in features] == [(1, 24, 24, 16), (1, 12, 12, 32), (1, 6, 6, 64)]
+  with pytest.raises(ValueError, match="multiple of the patch size"):
+    student.apply({"params": params}, jnp.zeros((1, 72, 72, 3)))
+
+
+def test_conv3x3_forms_agree():
+  x = jax.random.normal(jax.random.key(1), (2, 7, 5, 6))
+  im2col, native = layers.Conv3x3(4, "im2col"), layers.Conv3x3(4, "native")
+  params = im2col.init(jax.random.key(2), x)
+  np.testing.assert_allclose(im2col.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_feature_shapes_follow_torchvision_strides():
+  spec = resnet.TEACHERS["resnet_micro"]
+  teacher = resnet.ResNetFeatures(spec)
+  shapes = jax.eval_shape(lambda k: teacher.init_with_output(k, jnp.zeros((1, 64, 64, 3)))[0], jax.random.key(0))
+  assert [s.shape for s in shapes] == [(1, 16, 16, 16), (1, 8, 8, 32), (1, 4, 4, 64)]
+  wide = resnet.ResNetFeatures(resnet.TEACHERS["wide_resnet50_2"])
+  shapes = jax.eval_shape(lambda k: wide.init_with_output(k, jnp.zeros((1, 224, 224, 3)))[0], jax.random.key(0))
+  assert [s.shape for s in shapes] == [(1, 56, 56, 256), (1, 28, 28, 512), (1, 14, 14, 1024)]
