@@ -6,6 +6,7 @@ student trained with the PyTorch code, as .pth/.safetensors/.npz under the publi
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "The training run's workdir (results are written there).", required=True)
@@ -16,6 +17,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO.
+  from mmr_jax import runtime
+  runtime.enable_compilation_cache()
   from mmr_jax import config as config_lib
   from mmr_jax.data import synthetic
   from mmr_jax.training import trainer

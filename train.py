@@ -17,9 +17,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   import jax
   if FLAGS.multihost:
     jax.distributed.initialize()
+  from mmr_jax import runtime
+  runtime.enable_compilation_cache()
   from mmr_jax import config as config_lib
   from mmr_jax.data import synthetic
   from mmr_jax.training import trainer
@@ -29,7 +32,6 @@ def main(argv):
     synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
   results = trainer.train(config, FLAGS.workdir)
   if results:
-    logging.info("mean over subsets: %s", results.get("mean"))
     print(open(f"{FLAGS.workdir}/results.md").read())
 
 

@@ -6,7 +6,7 @@ use, so code that only needs `DatasetError`, `has_masks` or `denormalize` runs w
 
 import importlib
 
-from mmr_jax.data.images import denormalize
+from mmr_jax.data.preprocess import denormalize
 from mmr_jax.data.layouts import DatasetError
 from mmr_jax.data.layouts import has_masks
 from mmr_jax.data.layouts import subset_names

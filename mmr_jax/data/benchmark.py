@@ -6,8 +6,8 @@
 Measures, in order: building the decoded training set (the first call, which checks every file); training
 epochs with the decoded images cached (the steady state) and, for comparison, decoding every epoch
 (data.cache=False); the first evaluation pass over every subset (decode + resize + crop, which fills the
-evaluation cache) and a cached pass. The generated dataset is written first if data.root is its default
-location and holds nothing yet.
+evaluation cache) and a cached pass. With config.data.synthetic (configs/synthetic.py) the generated dataset
+is written to data.root first if it is not there yet.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def _rate(count: int, seconds: float) -> str:
 
 def run(config, epochs: int) -> dict[str, float]:
   """Prints and returns the figures (images/s)."""
-  if os.path.normpath(config.data.root) == synthetic.DEFAULT_ROOT:
-    synthetic.ensure_synthetic(config.data.root)
+  if config.data.get("synthetic", False):
+    synthetic.ensure_synthetic(config.data.root, seed=config.data.get("synthetic_seed", 0))
   data = config.data
   print(f"{data.name} at {data.root}: image_size {data.image_size}, resize_size {data.resize_size}, "
         f"batch {config.batch_size}, eval batch {config.eval_batch_size}, {os.cpu_count()} CPU cores")

@@ -1,4 +1,4 @@
-"""Decoding (PIL, as the published code's loader) and ImageNet normalisation; no TensorFlow here.
+"""Decoding with PIL, as the published code's loader does, and the ImageNet statistics; no TensorFlow here.
 
 Images are decoded with PIL on purpose: it is what torchvision's loader uses, so the pixels match the
 published code exactly, and a file that PIL cannot read is caught with its path before TF ever sees it.
@@ -42,14 +42,3 @@ def describe_failure(path: str, error: BaseException) -> str:
   """A one-line message naming the file and why it does not decode."""
   reason = str(error) or type(error).__name__
   return f"{path}: does not decode as an image ({type(error).__name__}: {reason}); replace or remove the file"
-
-
-def normalize(image: np.ndarray) -> np.ndarray:
-  """uint8 RGB (..., 3) -> float32 ImageNet-normalised, as ToTensor + Normalize."""
-  return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def denormalize(image: np.ndarray) -> np.ndarray:
-  """ImageNet-normalised float (..., 3) -> uint8 RGB, for heatmap overlays."""
-  rgb = np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN
-  return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)

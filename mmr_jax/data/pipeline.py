@@ -1,7 +1,8 @@
 """tf.data pipelines with the published preprocessing: training batches per epoch, padded evaluation batches.
 
 Training randomness (order, crop boxes, flips) is drawn in numpy from (seed, epoch) alone, per position in the
-epoch, before any TF op runs; the TF part is a pure function of those draws. So the batches of (seed, epoch)
+epoch, before tf.data starts; the per-image work (PIL crop and resize, in tf.data's threads) is a pure function
+of those draws. So the batches of (seed, epoch)
 are the same every time they are generated (a resumed run sees what the killed one would have), and a
 position's augmentation does not depend on which host reads it: host h of n reads rows
 [h·B/n, (h+1)·B/n) of every global batch, and the hosts' rows together are the single-host batch.
@@ -17,14 +18,19 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
 from mmr_jax.data import sources
 from mmr_jax.data.layouts import DatasetError
 
+try:
+  # The data pipeline runs on the host; a GPU that TF grabbed would be memory JAX cannot use.
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TF was initialised before this import; its device list can no longer change.
+  pass
+
 has_masks = layouts.has_masks
-denormalize = images.denormalize
+denormalize = preprocess.denormalize
 
 _CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params.
 _PREFETCH_BATCHES = 2
@@ -112,6 +118,25 @@ def steps_per_epoch(config: ml_collections.ConfigDict, subset: str | None = None
   return steps
 
 
+def _parallel_map(columns: tuple[np.ndarray, ...], function, output_types, output_shapes, batch: int,
+                  drop_remainder: bool) -> tf.data.Dataset:
+  """tf.data over rows of `columns`: function(*row) in parallel threads (in order), batched, prefetched.
+
+  The per-row work is numpy and PIL, which release the GIL while resampling, so the threads overlap.
+  """
+
+  @tf.autograph.experimental.do_not_convert
+  def apply(*row):
+    outputs = tf.numpy_function(function, list(row), output_types, stateful=False)
+    for output, shape in zip(outputs, output_shapes):
+      output.set_shape(shape)
+    return outputs
+
+  dataset = tf.data.Dataset.from_tensor_slices(columns)
+  dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.batch(batch, drop_remainder=drop_remainder).prefetch(_PREFETCH_BATCHES)
+
+
 def train_batches(config: ml_collections.ConfigDict, epoch: int, seed: int, process_index: int = 0,
                   process_count: int = 1, *, subset: str | None = None) -> Iterator[dict[str, np.ndarray]]:
   """One epoch of this host's training batches: {"image": float32 (B_local, S, S, 3)}, ImageNet-normalised.
@@ -124,21 +149,14 @@ def train_batches(config: ml_collections.ConfigDict, epoch: int, seed: int, proc
   plan = epoch_plan(split.shapes, seed, epoch, config.data)
   positions = (np.arange(steps)[:, None] * config.batch_size + process_index * local + np.arange(local)).ravel()
   columns = tuple(plan[key][positions] for key in ("index", "top", "left", "height", "width", "flip"))
-  image_size = config.data.image_size
-
-  def crop(index, top, left, height, width):
-    image = split.load(int(index))[0]
-    return np.ascontiguousarray(image[top:top + height, left:left + width])
+  size = config.data.image_size
 
   def prepare(index, top, left, height, width, flip):
-    cut = tf.numpy_function(crop, [index, top, left, height, width], tf.uint8, stateful=False)
-    cut.set_shape([None, None, 3])
-    return preprocess.train_transform(cut, flip, image_size)
+    image = split.load(int(index))[0]
+    return (preprocess.train_transform(image, (top, left, height, width), bool(flip), size),)
 
-  dataset = tf.data.Dataset.from_tensor_slices(columns)
-  dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  dataset = dataset.batch(local, drop_remainder=True).prefetch(_PREFETCH_BATCHES)
-  return ({"image": batch} for batch in dataset.as_numpy_iterator())
+  dataset = _parallel_map(columns, prepare, (tf.float32,), ([size, size, 3],), local, drop_remainder=True)
+  return ({"image": image} for (image,) in dataset.as_numpy_iterator())
 
 
 @dataclasses.dataclass
@@ -152,25 +170,16 @@ class _EvalChunk:
 def _eval_chunks(config: ml_collections.ConfigDict, split: sources.DecodedSplit, batch: int) -> Iterator[_EvalChunk]:
   """Preprocessed test images in runs of `batch`, with the labels the metrics use."""
   data = config.data
+  size = data.image_size
   with_masks = layouts.has_masks(config)
 
-  def load(index):
-    image, mask, nearest = split.load(int(index))
-    if mask is None:
-      mask = np.zeros(image.shape[:2], np.uint8)
-    return image, mask, np.bool_(nearest)
-
   def prepare(index):
-    image, mask, nearest = tf.numpy_function(load, [index], (tf.uint8, tf.uint8, tf.bool), stateful=False)
-    image.set_shape([None, None, 3])
-    mask.set_shape([None, None])
-    nearest.set_shape([])
-    return preprocess.eval_transform(image, mask, nearest, data.resize_size, data.image_size,
+    image, mask, nearest = split.load(int(index))
+    return preprocess.eval_transform(image, mask, nearest, data.resize_size, size,
                                      bool(data.strict_mask_binarization))
 
-  dataset = tf.data.Dataset.from_tensor_slices(np.arange(len(split)))
-  dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  dataset = dataset.batch(batch).prefetch(_PREFETCH_BATCHES)
+  dataset = _parallel_map((np.arange(len(split)),), prepare, (tf.uint8, tf.uint8), ([size, size, 3], [size, size]),
+                          batch, drop_remainder=False)
   folder_labels = np.array([example.label for example in split.examples], np.int32)
   names = np.array([example.name for example in split.examples], dtype=object)
   start = 0
@@ -229,11 +238,12 @@ def _pad(chunk: _EvalChunk, batch: int, rows: slice) -> dict[str, np.ndarray]:
   pad = batch - n
 
   def padded(values: np.ndarray, fill) -> np.ndarray:
-    filler = np.full((pad,) + values.shape[1:], fill, values.dtype)
-    return np.concatenate([values, filler])[rows]
+    if pad:
+      values = np.concatenate([values, np.full((pad,) + values.shape[1:], fill, values.dtype)])
+    return values[rows]
 
   return {
-      "image": images.normalize(padded(chunk.image, 0)),
+      "image": preprocess.normalize(padded(chunk.image, 0)),
       "mask": padded(chunk.mask, 0),
       "label": padded(chunk.label, 0),
       "valid": padded(np.ones(n, bool), False),

@@ -1,22 +1,24 @@
-"""The published preprocessing as TensorFlow ops (mmr-behaviour.md §7), matched to what PIL computes.
+"""The published preprocessing (mmr-behaviour.md §7), computed with PIL exactly as torchvision computes it.
 
-torchvision applies Resize / RandomResizedCrop to PIL images: PIL widens its filter on downscale (it
-antialiases) and returns uint8. `resize_like_pil` does both, which brings the difference to PIL down from a
-mean of ~4 and a max of ~15 grey levels (plain bilinear) to a mean of ~0.1 and a max of 1
-(`python -m mmr_jax.data.compare_pil` measures it).
+torchvision's Resize, RandomResizedCrop and CenterCrop act on PIL images: PIL resamples the width then the
+height, widening its filter on downscale (antialiasing) and rounding to uint8 after each pass. TF's resize
+differs from it: mean 8-12, max 70-95 grey levels without antialiasing on ~1000-px photos; mean ~0.1, max up
+to 7 with it (bicubic overshoot is clipped between PIL's passes). Emulating PIL pass by pass in TF agrees
+within 1 grey level but costs 2-5x PIL's time (`python -m mmr_jax.data.compare_pil` prints these figures).
+So the pipeline calls PIL itself inside tf.data: the pixels are the published code's, and PIL releases the
+GIL while it resamples, so tf.data's threads run in parallel. No TensorFlow here.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import numpy as np
+from PIL import Image
 
 from mmr_jax.data import images
 
-# The data pipeline runs on the host; a GPU that TF grabbed would be memory JAX cannot use.
-tf.config.set_visible_devices([], "GPU")
-
-_MEAN = tf.constant(images.IMAGENET_MEAN)
-_STD = tf.constant(images.IMAGENET_STD)
+# Normalisation as one multiply-add: (x / 255 - mean) / std = x * scale + offset.
+_SCALE = (1.0 / (255.0 * images.IMAGENET_STD)).astype(np.float32)
+_OFFSET = (-images.IMAGENET_MEAN / images.IMAGENET_STD).astype(np.float32)
 
 
 def centre_offset(resized: int, cropped: int) -> int:
@@ -24,67 +26,55 @@ def centre_offset(resized: int, cropped: int) -> int:
   return int(round((resized - cropped) / 2.0))
 
 
-def _round_to_uint8(image: tf.Tensor) -> tf.Tensor:
-  # Halves round up, as PIL's fixed-point arithmetic does (tf.round would round them to even).
-  return tf.cast(tf.clip_by_value(tf.floor(image + 0.5), 0.0, 255.0), tf.uint8)
+def normalize(image: np.ndarray) -> np.ndarray:
+  """uint8 RGB (..., 3) -> float32 ImageNet-normalised (ToTensor + Normalize)."""
+  return image.astype(np.float32) * _SCALE + _OFFSET
 
 
-def resize_like_pil(image: tf.Tensor, size: tuple[int, int], method: str) -> tf.Tensor:
-  """PIL's `resize` of a uint8 (H, W, C) image: antialiased filter (on downscale), rounded to uint8.
+def denormalize(image: np.ndarray) -> np.ndarray:
+  """ImageNet-normalised float (..., 3) -> uint8 RGB, for heatmap overlays."""
+  rgb = np.asarray(image, np.float32) * images.IMAGENET_STD + images.IMAGENET_MEAN
+  return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
-  PIL resamples the width first, then the height, storing the intermediate as uint8; bicubic overshoot is
-  clipped there. Doing the same keeps strong edges within a grey level or two of PIL's result.
+
+def train_transform(image: np.ndarray, box: tuple[int, int, int, int], flip: bool, image_size: int) -> np.ndarray:
+  """RandomResizedCrop (bicubic) of `box` = (top, left, height, width), horizontal flip, normalisation.
+
+  Returns float32 (S, S, 3).
   """
-  antialias = method != "nearest"
-
-  def one_pass(values: tf.Tensor, height, width) -> tf.Tensor:
-    # PIL skips a pass whose size does not change; a resize to the same size is not exactly the identity here.
-    same = tf.logical_and(tf.equal(tf.shape(values)[0], height), tf.equal(tf.shape(values)[1], width))
-    return tf.cond(same, lambda: values, lambda: _round_to_uint8(
-        tf.image.resize(tf.cast(values, tf.float32), (height, width), method=method, antialias=antialias)))
-
-  wide = one_pass(tf.cast(image, tf.uint8), tf.shape(image)[0], size[1])
-  return one_pass(wide, size[0], size[1])
-
-
-def normalize(image: tf.Tensor) -> tf.Tensor:
-  """uint8 RGB -> float32 ImageNet-normalised (ToTensor + Normalize)."""
-  return (tf.cast(image, tf.float32) / 255.0 - _MEAN) / _STD
-
-
-def train_transform(crop: tf.Tensor, flip: tf.Tensor, image_size: int) -> tf.Tensor:
-  """The rest of RandomResizedCrop (the crop is already cut): bicubic resize, then the flip, then normalise."""
-  resized = resize_like_pil(crop, (image_size, image_size), "bicubic")
-  resized = tf.cond(flip, lambda: tf.reverse(resized, axis=[1]), lambda: resized)
+  top, left, height, width = box
+  crop = Image.fromarray(image[top:top + height, left:left + width])
+  resized = np.asarray(crop.resize((image_size, image_size), Image.Resampling.BICUBIC))
+  if flip:
+    resized = resized[:, ::-1]
   return normalize(resized)
 
 
-def binarize_mask(mask: tf.Tensor, strict: bool) -> tf.Tensor:
+def binarize_mask(mask: np.ndarray, strict: bool) -> np.ndarray:
   """A resized, cropped uint8 mask -> uint8 {0, 1}.
 
   Default (the published code): divide by the max and truncate to int, so only pixels equal to the max count.
   strict: threshold mask / max at 0.5. An all-zero mask stays all zero either way.
   """
-  values = tf.cast(mask, tf.float32)
-  peak = tf.reduce_max(values)
-  if strict:
-    binary = values >= 0.5 * peak
-  else:
-    binary = tf.equal(values, peak)
-  return tf.cast(tf.logical_and(binary, peak > 0), tf.uint8)
+  peak = mask.max()
+  if peak == 0:
+    return np.zeros_like(mask, np.uint8)
+  binary = mask >= 0.5 * peak if strict else mask == peak
+  return binary.astype(np.uint8)
 
 
-def eval_transform(image: tf.Tensor, mask: tf.Tensor, mask_nearest: tf.Tensor, resize_size: int, image_size: int,
-                   strict_masks: bool) -> tuple[tf.Tensor, tf.Tensor]:
+def eval_transform(image: np.ndarray, mask: np.ndarray | None, mask_nearest: bool, resize_size: int,
+                   image_size: int, strict_masks: bool) -> tuple[np.ndarray, np.ndarray]:
   """Resize to resize_size² (bilinear, aspect not kept), centre-crop image_size; the mask likewise, binarised.
 
-  Returns (uint8 (S, S, 3) image, uint8 (S, S) mask in {0, 1}).
+  Returns (uint8 (S, S, 3) image, uint8 (S, S) mask in {0, 1}); no mask gives an all-zero one.
   """
   size = (resize_size, resize_size)
-  offset = centre_offset(resize_size, image_size)
-  crop = slice(offset, offset + image_size)
-  image = resize_like_pil(image, size, "bilinear")[crop, crop]
-  mask = mask[..., None]
-  mask = tf.cond(mask_nearest, lambda: resize_like_pil(mask, size, "nearest"),
-                 lambda: resize_like_pil(mask, size, "bilinear"))[crop, crop, 0]
-  return image, binarize_mask(mask, strict_masks)
+  crop = slice(centre_offset(resize_size, image_size), centre_offset(resize_size, image_size) + image_size)
+  resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))[crop, crop]
+  if mask is None:
+    return resized, np.zeros((image_size, image_size), np.uint8)
+  # PIL resizes 1-bit and palette images with nearest neighbour whatever filter is asked.
+  resample = Image.Resampling.NEAREST if mask_nearest else Image.Resampling.BILINEAR
+  mask = np.asarray(Image.fromarray(mask).resize(size, resample))[crop, crop]
+  return resized, binarize_mask(mask, strict_masks)

@@ -153,12 +153,24 @@ def train_set(config: ml_collections.ConfigDict, subset: str | None = None) -> D
   return _TRAIN_SETS[key]
 
 
+_TEST_SETS: dict[tuple, DecodedSplit] = {}
+
+
 def test_set(config: ml_collections.ConfigDict, subset: str, keep_pixels: bool) -> DecodedSplit:
-  """The decoded test split of one subset (not memoised: the pipeline keeps its preprocessed form)."""
-  files = list_split(config, "test", subset)
-  return validate(files, config.data.skip_bad_files, keep_pixels=keep_pixels)
+  """The decoded test split of one subset.
+
+  Without pixels it is memoised (a list of checked files); with them it is not, since the pipeline keeps the
+  preprocessed images instead of the originals.
+  """
+  if keep_pixels:
+    return validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=True)
+  key = split_key(config, "test", subset)
+  if key not in _TEST_SETS:
+    _TEST_SETS[key] = validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=False)
+  return _TEST_SETS[key]
 
 
 def clear_caches() -> None:
   """Forgets every memoised split (tests; or after the files on disk changed)."""
   _TRAIN_SETS.clear()
+  _TEST_SETS.clear()

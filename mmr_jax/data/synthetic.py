@@ -6,9 +6,9 @@ AeBAD_S: one turbine blade per image (airfoil with a tilted tip, platform and fi
 directional light, brushed texture), not aligned: varying scale, position and angle, on black and gray
 backgrounds for training. Test domains shift what the paper's do:
   same          the training distribution;
-  background    blue cloth and a cluttered bench instead of black / gray;
+  background    blue cloth and a wooden bench instead of black / gray;
   illumination  light from the other side, over- or under-exposure, a colour cast, another gamma;
-  view          the blade turned (±28-50° or upside down), foreshortened or closer, often mirrored.
+  view          the blade turned by 20-35°, foreshortened or closer, often mirrored.
 Each domain holds `good` and the four AeBAD defect kinds, from large to thin, with pixel masks:
   breakdown     a chunk missing at the edge (the background shows through),
   ablation      a burnt, discoloured patch,
@@ -38,8 +38,6 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-# Where configs/synthetic.py looks for it; `ensure_synthetic` writes it there on first use.
-DEFAULT_ROOT = os.path.join("data", "synthetic")
 DEFECT_TYPES = ("breakdown", "ablation", "fracture", "groove")
 DOMAINS = ("same", "background", "illumination", "view")
 VIDEOS = ("video1", "video2", "video3")
@@ -229,9 +227,9 @@ class Defect:
   strength: float = 1.0
 
 
-def _blob_distance(defect: Defect, u: np.ndarray, t: np.ndarray) -> np.ndarray:
-  """Signed distance to the blob's outline (positive inside); exact near it, very negative far away."""
-  reach = defect.radius * (1.0 + sum(a for a, _ in defect.harmonics)) + 4.0
+def _blob_distance(defect: Defect, u: np.ndarray, t: np.ndarray, margin: float) -> np.ndarray:
+  """Signed distance to the blob's outline (positive inside); exact up to `margin` outside, very negative beyond."""
+  reach = defect.radius * (1.0 + sum(a for a, _ in defect.harmonics)) + margin
   du, dt = u - defect.centre[0], t - defect.centre[1]
   near = (np.abs(du) < reach) & (np.abs(dt) < reach)
   du, dt = du[near], dt[near]
@@ -282,11 +280,11 @@ def make_defect(kind: str, blade: Blade, rng: np.random.Generator, pixel: float)
     else:
       s = _uniform(rng, 0.25, 0.92)
       u, t = blade.edge_point(s, side)
-    radius = _uniform(rng, 0.35, 0.75) * chord
+    radius = _uniform(rng, 0.6, 1.0) * chord
     return Defect(kind, centre=(u, t + side * 0.25 * radius), radius=radius, harmonics=harmonics)
   if kind == "ablation":
     s = _uniform(rng, 0.2, 0.85)
-    radius = _uniform(rng, 0.3, 0.6) * chord
+    radius = _uniform(rng, 0.5, 0.85) * chord
     room = max(float(blade.half_width(s)) - 0.6 * radius, 0.0)
     t = float(blade.midline(s)) + _uniform(rng, -room, room)
     return Defect(kind, centre=(s * blade.length, t), radius=radius, harmonics=harmonics,
@@ -295,29 +293,29 @@ def make_defect(kind: str, blade: Blade, rng: np.random.Generator, pixel: float)
     s = _uniform(rng, 0.2, 0.9)
     start = np.array(blade.edge_point(s, side)) + np.array([0.0, side * 2.0 * pixel])  # Begins outside the edge.
     inward = math.atan2(-side, 0.0) + _uniform(rng, -0.6, 0.6)  # Across the chord, into the blade.
-    main = _jagged_path(rng, start, inward, _uniform(rng, 0.9, 1.7) * chord, 8, 0.35)
+    main = _jagged_path(rng, start, inward, _uniform(rng, 1.0, 1.8) * chord, 8, 0.35)
     paths = [main]
     if rng.random() < 0.5:  # A branch from somewhere along the crack.
       fork = main[int(rng.integers(2, len(main) - 1))]
       paths.append(_jagged_path(rng, fork, inward + _uniform(rng, 0.5, 1.0) * side, 0.4 * chord, 4, 0.3))
-    return Defect(kind, paths=tuple(paths), width=_uniform(rng, 1.6, 2.6) * pixel, strength=_uniform(rng, 0.6, 0.8))
+    return Defect(kind, paths=tuple(paths), width=_uniform(rng, 2.5, 3.5) * pixel, strength=_uniform(rng, 0.6, 0.8))
   if kind == "groove":
     s = _uniform(rng, 0.2, 0.85)
-    length = _uniform(rng, 0.8, 1.8) * chord
+    length = _uniform(rng, 1.0, 2.0) * chord
     angle = _uniform(rng, 0, math.pi)
     centre = np.array([s * blade.length, float(blade.midline(s)) + _uniform(rng, -0.4, 0.4) * chord])
     direction = np.array([math.cos(angle), math.sin(angle)])
     bow = _uniform(rng, -0.08, 0.08) * length * np.array([-direction[1], direction[0]])
     k = np.linspace(-0.5, 0.5, 7)[:, None]
     path = centre + k * length * direction + (1 - 4 * k**2) * bow
-    return Defect(kind, paths=(path,), width=_uniform(rng, 1.2, 2.0) * pixel, strength=_uniform(rng, 0.4, 0.6))
+    return Defect(kind, paths=(path,), width=_uniform(rng, 2.0, 3.0) * pixel, strength=_uniform(rng, 0.45, 0.65))
   raise ValueError(f"unknown defect kind {kind!r}")
 
 
 def _defect_coverage(defect: Defect, fields: BladeFields, pixel: float) -> tuple[np.ndarray, np.ndarray]:
   """(coverage for drawing, binary ground-truth region) of the defect over the blade's box."""
   if defect.kind in ("breakdown", "ablation"):
-    distance = _blob_distance(defect, fields.u, fields.t)
+    distance = _blob_distance(defect, fields.u, fields.t, 4 * pixel)
     return _coverage(distance, pixel), distance >= 0
   reach = defect.width + 3 * pixel
   distance = np.min([_path_distance(p, fields.u, fields.t, reach) for p in defect.paths], axis=0)
@@ -407,7 +405,7 @@ def _shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndar
     cover = _defect_coverage(defect, fields, pixel)[0]
     if defect.kind == "ablation":
       # Burnt core, brown body, a bluish heat tint at the rim; matte.
-      radial = np.clip(_blob_distance(defect, u, t) / defect.radius, 0.0, 1.0)
+      radial = np.clip(_blob_distance(defect, u, t, 4 * pixel) / defect.radius, 0.0, 1.0)
       burnt = np.stack([0.30 - 0.2 * radial, 0.2 - 0.14 * radial, 0.16 - 0.1 * radial], -1)
       rim = np.exp(-((radial - 0.12) / 0.08) ** 2)[..., None] * np.array([0.05, 0.05, 0.18], np.float32)
       burnt = burnt + rim + 0.04 * surface.blotch[..., None]
@@ -426,7 +424,7 @@ def _shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndar
 
   if defect is not None and defect.kind == "breakdown":
     # The broken edge is rough and dark.
-    edge = np.clip(1.0 + _blob_distance(defect, u, t) / (2.0 * pixel), 0.0, 1.0) * (1.0 - cover)
+    edge = np.clip(1.0 + _blob_distance(defect, u, t, 4 * pixel) / (2.0 * pixel), 0.0, 1.0) * (1.0 - cover)
     colour *= (1.0 - 0.55 * edge)[..., None]
   elif defect is not None:
     if defect.kind in ("fracture", "groove"):
@@ -476,11 +474,6 @@ def _background(kind: str, height: int, width: int, rng: np.random.Generator) ->
     base = np.array([0.42, 0.33, 0.22], np.float32) * _uniform(rng, 0.8, 1.2)
     grain = np.sin(2 * math.pi * (yy * _uniform(rng, 8, 20) + 0.3 * noise[..., 0]))[..., None]
     image = base * (1.0 + 0.3 * ramp + 0.06 * grain)
-    for _ in range(int(rng.integers(2, 5))):  # Tools and parts lying around.
-      y0, x0 = rng.uniform(0, 1, 2) * (height, width)
-      h, w = rng.uniform(0.08, 0.3, 2) * (height, width)
-      shade = rng.uniform(0.1, 0.7, 3)
-      image[int(y0):int(y0 + h), int(x0):int(x0 + w)] = shade
   else:
     raise ValueError(f"unknown background {kind!r}")
   return np.clip(image, 0, 1)
@@ -496,12 +489,12 @@ def _drop_shadow(canvas: np.ndarray, alpha: np.ndarray, light: np.ndarray, scale
 
 
 def _finish(image: np.ndarray, rng: np.random.Generator, exposure: float = 1.0, gamma: float = 1.0) -> np.ndarray:
-  """Exposure, gamma, sensor noise, 8-bit quantisation."""
-  image = np.clip(image * np.float32(exposure), 0, 1)
+  """Exposure, gamma, 8-bit quantisation, sensor noise (uniform, ±4 grey levels)."""
+  image = np.clip(image * np.float32(exposure * 255), 0, 255)
   if gamma != 1.0:
-    image = image ** np.float32(gamma)
-  image = image * 255 + 2.5 * rng.standard_normal(image.shape, dtype=np.float32)
-  return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    image = 255 * (image / 255) ** np.float32(gamma)
+  levels = (image + 0.5).astype(np.int16) + rng.integers(-4, 5, image.shape, dtype=np.int16)
+  return np.clip(levels, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -523,7 +516,7 @@ def render_blade_image(rng: np.random.Generator, domain: str, defect_kind: str, 
   look = _train_look(rng)
   exposure, gamma, mirror = _uniform(rng, 0.92, 1.08), 1.0, False
   angle = math.radians(_uniform(rng, -12, 12))
-  length = _uniform(rng, 0.5, 0.62) * height
+  length = _uniform(rng, 0.42, 0.52) * height  # With platform and root: 0.5-0.65 of the height, inside the crop.
   half_chord = _uniform(rng, 0.11, 0.14) * height
   if background is None:
     background = str(rng.choice(["blue", "bench"] if domain == "background" else TRAIN_BACKGROUNDS))
@@ -533,22 +526,20 @@ def render_blade_image(rng: np.random.Generator, domain: str, defect_kind: str, 
     exposure = _uniform(rng, 0.5, 0.7) if rng.random() < 0.5 else _uniform(rng, 1.3, 1.6)
     gamma = _uniform(rng, 0.7, 1.4)
   elif domain == "view":
-    if rng.random() < 0.3:
-      angle = math.pi + math.radians(_uniform(rng, -15, 15))
-    else:
-      angle = math.radians(_uniform(rng, 28, 50) * rng.choice([-1, 1]))
+    angle = math.radians(_uniform(rng, 20, 35) * rng.choice([-1, 1]))
     if rng.random() < 0.5:
-      half_chord *= _uniform(rng, 0.6, 0.75)  # Seen edge-on: foreshortened chord.
+      half_chord *= _uniform(rng, 0.65, 0.8)  # Seen more edge-on: foreshortened chord.
     else:
       length *= _uniform(rng, 1.1, 1.2)  # Closer.
     mirror = rng.random() < 0.5
   blade = Blade(origin=(0.0, 0.0), angle=angle - math.pi / 2, length=length, half_chord=half_chord,
-                taper=_uniform(rng, 0.25, 0.45), bend=_uniform(rng, -0.06, 0.06),
-                tip_tilt=_uniform(rng, -0.3, 0.3), twist=_uniform(rng, -0.4, 0.4))
+                # One blade model, as in AeBAD: the shape varies only a little from image to image.
+                taper=_uniform(rng, 0.3, 0.36), bend=_uniform(rng, -0.015, 0.015),
+                tip_tilt=_uniform(rng, 0.12, 0.2), twist=_uniform(rng, 0.15, 0.3))
   # Centre the blade's span (root block to tip) on a jittered image centre.
   centre_u = 0.5 * (blade.extent()[0] + blade.length)
-  cx = width / 2 + _uniform(rng, -0.07, 0.07) * height
-  cy = height / 2 + _uniform(rng, -0.07, 0.07) * height
+  cx = width / 2 + _uniform(rng, -0.05, 0.05) * height
+  cy = height / 2 + _uniform(rng, -0.05, 0.05) * height
   span = (math.cos(blade.angle), math.sin(blade.angle))
   blade.origin = (cx - centre_u * span[0], cy - centre_u * span[1])
 
@@ -625,7 +616,7 @@ def _make_disk(seed: int, stream: int, view: View, hw: tuple[int, int], defectiv
   defects = {}
   if defective:
     pixel = 1.0 / (view.zoom * hw[0]) * (hw[0] / 256)
-    for index in rng.choice(_DISK_BLADES, size=3, replace=False):
+    for index in rng.choice(_DISK_BLADES, size=2, replace=False):
       defects[int(index)] = make_defect(str(rng.choice(DEFECT_TYPES)), blades[index], rng, pixel)
   pitch = 2 * math.pi / _DISK_BLADES
   return Disk(blades, defects, look, _uniform(rng, 0, 2 * math.pi), pitch * _uniform(rng, 0.2, 0.3))
@@ -738,20 +729,26 @@ def _write(path: pathlib.Path, data: bytes) -> None:
   path.write_bytes(data)
 
 
-def generate(out: str | os.PathLike, seed: int = 0, size: str = "small", workers: int | None = None) -> dict:
-  """Writes OUT/AeBAD_S and OUT/AeBAD_V (replacing nothing: both must be absent). Returns file counts."""
+def generate(out: str | os.PathLike, seed: int = 0, size: str = "small", workers: int | None = None,
+             keep_existing: bool = False) -> dict:
+  """Writes OUT/AeBAD_S and OUT/AeBAD_V; returns file counts.
+
+  Both must be absent, unless keep_existing: then a folder already there is kept (each is moved into place
+  whole, so one that exists is complete) and only the missing one is written.
+  """
   out = pathlib.Path(out)
   spec = SIZES[size]
-  for name in ("AeBAD_S", "AeBAD_V"):
-    if (out / name).exists():
-      raise FileExistsError(f"{out / name} already exists; delete it or choose another --out")
+  existing = [name for name in ("AeBAD_S", "AeBAD_V") if (out / name).exists()]
+  if existing and not keep_existing:
+    raise FileExistsError(f"{out / existing[0]} already exists; delete it or choose another --out")
   workers = workers or os.cpu_count() or 1
   out.mkdir(parents=True, exist_ok=True)
   # Written under a temporary folder and moved into place, so that a half-written dataset is never found.
   staging = pathlib.Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out))
   try:
-    s_results = _render_all(_s_tasks(seed, spec), spec, workers)
-    v_results = _render_all(_v_tasks(seed, spec), spec, workers)
+    s_tasks = _s_tasks(seed, spec)
+    results = _render_all(s_tasks + _v_tasks(seed, spec), spec, workers)
+    s_results, v_results = results[:len(s_tasks)], results[len(s_tasks):]
     counts = {"AeBAD_S": 0, "AeBAD_S masks": 0, "AeBAD_V": 0}
     for path, image, mask in s_results:
       _write(staging / path, image)
@@ -775,24 +772,27 @@ def generate(out: str | os.PathLike, seed: int = 0, size: str = "small", workers
       counts["AeBAD_V"] += 1
     # AeBAD_S last: its presence is what `ensure_synthetic` looks for.
     for name in ("AeBAD_V", "AeBAD_S"):
-      os.replace(staging / name, out / name)
+      try:
+        os.replace(staging / name, out / name)
+      except OSError:
+        if not (keep_existing and (out / name).is_dir()):  # Another process moved its copy in first.
+          raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return counts
 
 
-def ensure_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small") -> bool:
-  """Generates the dataset under `root` unless `root/AeBAD_S` exists. Returns whether it generated."""
+def ensure_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small",
+                     workers: int | None = None) -> bool:
+  """Generates the dataset under `root` unless `root/AeBAD_S` exists. Returns whether it generated.
+
+  Safe when several processes call it at once: each writes its own staging copy; whichever finishes first
+  is kept (they are identical, the generator being deterministic).
+  """
   root = pathlib.Path(os.path.expanduser(root))
   if (root / "AeBAD_S").is_dir():
     return False
-  if (root / "AeBAD_V").exists():  # Left by an interrupted run: AeBAD_S is moved in last.
-    shutil.rmtree(root / "AeBAD_V")
-  try:
-    generate(root, seed=seed, size=size)
-  except FileExistsError:
-    if not (root / "AeBAD_S").is_dir():  # Another process finished first: that is fine.
-      raise
+  generate(root, seed=seed, size=size, workers=workers, keep_existing=True)
   return True
 
 

@@ -54,8 +54,10 @@ class Conv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k, pad = self.kernel_size, self.kernel_size // 2
     kernel = self.param("kernel", nn.initializers.kaiming_normal(), (k, k, x.shape[-1], self.features))
-    return jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride,) * 2,
-                                        ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride,) * 2,
+                                     ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     preferred_element_type=jnp.float32)  # f32 accumulation (layers.matmul).
+    return y.astype(self.dtype)
 
 
 class FrozenBatchNorm(nn.Module):

@@ -51,10 +51,10 @@ class Attention(nn.Module):
     b, t, width = x.shape
     head_dim = width // self.num_heads
     # One fused projection whose output columns are [q | k | v], head h at columns h·d … h·d + d − 1 of each.
-    qkv = nn.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
+    qkv = layers.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
     out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], scale=head_dim ** -0.5)
-    return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(b, t, width))
+    return layers.Dense(width, dtype=self.dtype, name="proj")(out.reshape(b, t, width))
 
 
 class Mlp(nn.Module):
@@ -64,9 +64,9 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+    x = layers.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
     x = nn.gelu(x, approximate=False)  # PyTorch nn.GELU: exact erf form.
-    return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
+    return layers.Dense(width, dtype=self.dtype, name="fc2")(x)
 
 
 class Block(nn.Module):

@@ -5,9 +5,10 @@ dropped, so the log of a resumed run reads like that of an uninterrupted one.
 """
 
 import json
-import logging
 import pathlib
 from typing import Mapping
+
+import tensorboardX
 
 
 class MetricWriter:
@@ -19,31 +20,17 @@ class MetricWriter:
               if line.strip() and json.loads(line)["step"] <= resume_after_step]
       self.path.write_text("".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
-    self._tensorboard = _tensorboard_writer(workdir / "tensorboard")
+    self._tensorboard = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     self._file.write(json.dumps({"step": step, **scalars}) + "\n")
     self._file.flush()
-    if self._tensorboard is not None:
-      import tensorflow as tf  # Only where TensorFlow is installed (see _tensorboard_writer).
-      with self._tensorboard.as_default(step=step):
-        for name, value in scalars.items():
-          if value is not None:
-            tf.summary.scalar(name, value)
-      self._tensorboard.flush()
+    for name, value in scalars.items():
+      if value is not None:
+        self._tensorboard.add_scalar(name, value, step)
+    self._tensorboard.flush()
 
   def close(self) -> None:
     self._file.close()
-    if self._tensorboard is not None:
-      self._tensorboard.close()
+    self._tensorboard.close()
 
-
-def _tensorboard_writer(directory: pathlib.Path):
-  """A tf.summary writer, or None where TensorFlow is absent (the GPU machines): JSON lines still record all."""
-  try:
-    import tensorflow as tf
-  except ImportError:
-    logging.warning("TensorFlow is not installed: no TensorBoard summaries (metrics.jsonl has everything)")
-    return None
-  tf.config.set_visible_devices([], "GPU")
-  return tf.summary.create_file_writer(str(directory))

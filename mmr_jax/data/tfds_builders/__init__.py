@@ -23,8 +23,11 @@ from mmr_jax.data.tfds_builders.builders import MVTEC_CLASSES
 from mmr_jax.data.tfds_builders.builders import MvtecAd
 from mmr_jax.data.tfds_builders.builders import split_name
 
-# The data pipeline runs on the host; a GPU that TF grabbed would be memory JAX cannot use.
-tf.config.set_visible_devices([], "GPU")
+try:
+  # The data pipeline runs on the host; a GPU that TF grabbed would be memory JAX cannot use.
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TF was initialised before this import; its device list can no longer change.
+  pass
 
 BUILDERS = {"aebad_s": AebadS, "aebad_v": AebadV, "mvtec": MvtecAd}
 

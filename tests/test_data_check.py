@@ -1,0 +1,69 @@
+"""`python -m mmr_jax.data.check`: counts, problems named with their paths, exit codes."""
+
+import subprocess
+import sys
+
+import data_fixtures as fx
+from mmr_jax.data import check
+
+
+def _run(config):
+  lines = []
+  usable = check.run_check(config, emit=lines.append)
+  return usable, "\n".join(lines)
+
+
+def test_a_good_tree_is_usable_and_counted(tmp_path):
+  usable, report = _run(fx.config_for("aebad_s", fx.make_aebad_s(tmp_path)))
+  assert usable, report
+  assert "train                         6 images (normal 6, anomalous 0)" in report
+  assert "test same                     4 images (normal 2, anomalous 2): groove 2" in report
+  assert "skipped 3 non-image files" in report and "._000.png" in report
+  assert report.endswith("USABLE: no problems found")
+
+
+def test_aebad_v_and_mvtec_and_folder_trees(tmp_path):
+  usable, report = _run(fx.config_for("aebad_v", fx.make_aebad_v(tmp_path / "v")))
+  assert usable and "test video2                   4 images (normal 2, anomalous 2): anomaly 2" in report
+  usable, report = _run(fx.config_for("mvtec", fx.make_mvtec(tmp_path / "m")))
+  assert usable and "train bottle" in report and "test bottle" in report
+  usable, report = _run(fx.config_for("folder", fx.make_folder(tmp_path / "f" / "part")))
+  assert usable and "test part" in report
+
+
+def test_bad_files_are_named_and_make_it_unusable(tmp_path):
+  root = fx.make_aebad_s(tmp_path)
+  bad = fx.truncate(root / "AeBAD_S/test/good/view/001.png")
+  missing = root / "AeBAD_S/ground_truth/groove/same/000.png"
+  missing.unlink()
+  usable, report = _run(fx.config_for("aebad_s", root))
+  assert not usable
+  assert f"PROBLEM: {bad}: does not decode" in report
+  assert f"PROBLEM: {missing}: missing mask for the anomalous test image" in report
+  assert "NOT USABLE: 2 problems" in report and "skip_bad_files=True" in report
+  usable, report = _run(fx.config_for("aebad_s", root, skip_bad_files=True))
+  assert usable and "USABLE with --config.data.skip_bad_files=True: 2 problems" in report
+
+
+def test_missing_dataset_and_too_small_training_set(tmp_path):
+  usable, report = _run(fx.config_for("aebad_s", tmp_path / "absent"))
+  assert not usable and "absent: the data root (config.data.root) does not exist" in report
+  assert "github.com/zhangzilongc/MMR" in report
+  usable, report = _run(fx.config_for("aebad_s", tmp_path))  # The root exists; AeBAD_S does not.
+  assert not usable and f"{tmp_path}/AeBAD_S/train/good: missing folder" in report
+  config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path / "small", train=1))
+  usable, report = _run(config)
+  assert not usable and "fewer than one batch" in report
+
+
+def test_command_line_exit_codes(tmp_path):
+  root = fx.make_aebad_s(tmp_path)
+  command = [sys.executable, "-m", "mmr_jax.data.check", "--config=configs/aebad_s.py",
+             f"--config.data.root={root}", "--config.data.subsets=('same','view')", "--config.batch_size=2"]
+  good = subprocess.run(command, cwd=fx.REPO, capture_output=True, text=True)
+  assert good.returncode == 0, good.stdout + good.stderr
+  assert "USABLE: no problems found" in good.stdout
+  fx.truncate(root / "AeBAD_S/train/good/sub2/000.png")
+  bad = subprocess.run(command, cwd=fx.REPO, capture_output=True, text=True)
+  assert bad.returncode == 1 and "sub2/000.png: does not decode" in bad.stdout
+  assert "Traceback" not in bad.stdout + bad.stderr

@@ -1,0 +1,174 @@
+"""Real training on a tiny generated AeBAD-like dataset: a run and its reports, a resume after SIGKILL that ends
+identical to the uninterrupted run, K seeds in one program equal to K one-seed runs, sharding over 8 devices."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import synthetic as synthetic_config
+from mmr_jax import config as config_lib
+from mmr_jax import evaluation
+from mmr_jax.data import synthetic
+from mmr_jax.training import checkpoint
+from mmr_jax.training import trainer
+
+REPO = pathlib.Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("tiny_data")
+  synthetic.generate(root, seed=0, size="tiny")
+  return root
+
+
+def tiny_overrides(data_root) -> dict:
+  return {"data.root": str(data_root), "data.subsets": ("same", "view"), "batch_size": 4, "eval_batch_size": 8,
+          "num_epochs": 2, "log_every_steps": 1, "eval.num_heatmaps": 2}
+
+
+def tiny_config(data_root, **overrides):
+  config = synthetic_config.get_config()
+  config.data.synthetic = False
+  for key, value in {**tiny_overrides(data_root), **overrides}.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config_lib.validate(config)
+
+
+def final_params(workdir, config):
+  run = trainer.Run(config)
+  checkpoints = checkpoint.Checkpoints(workdir)
+  state, _ = checkpoints.restore(checkpoints.latest_epoch(), checkpoint.abstract_like(run.initial_state()))
+  checkpoints.close()
+  return jax.device_get(state.params)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_root, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  results = trainer.train(tiny_config(data_root), workdir)
+  return workdir, results
+
+
+def test_training_run_writes_reports(uninterrupted):
+  workdir, results = uninterrupted
+  on_disk = json.loads((workdir / "results.json").read_text())
+  assert on_disk == results
+  assert set(on_disk) == {"same", "view", "mean"}
+  for row in on_disk.values():
+    assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro"}
+    assert all(0.0 <= v <= 1.0 for v in row.values() if v is not None and not np.isnan(v))
+  np.testing.assert_allclose(on_disk["mean"]["image_auroc"],
+                             (on_disk["same"]["image_auroc"] + on_disk["view"]["image_auroc"]) / 2)
+  table = (workdir / "results.md").read_text()
+  assert "| Image AUROC |" in table and "same" in table and "mean" in table
+  assert list((workdir / "heatmaps" / "same").glob("*.png"))
+  log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["loss"] for r in log if "loss" in r]
+  assert len(losses) >= 2 and all(np.isfinite(losses))
+  assert [r["lr"] for r in log if "lr" in r][0] == 0.0  # Epoch 0 trains at lr 0 (warm-up from zero).
+  assert list((workdir / "tensorboard").glob("events.*"))
+
+
+def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path):
+  """A run killed with SIGKILL once its first checkpoint exists, started again with the same command, finishes
+  with the same parameters and results.json as the uninterrupted run."""
+  reference_dir, reference = uninterrupted
+  workdir = tmp_path / "killed"
+  flags = [f"--config.{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in tiny_overrides(data_root).items()]
+  command = [sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
+             "--config.data.synthetic=False", *flags]
+  env = {**os.environ, "MMR_JAX_COMPILE_CACHE": str(tmp_path / "xla")}
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  first_checkpoint = workdir / "checkpoints" / "0"
+  deadline = time.time() + 300
+  while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert first_checkpoint.exists(), process.stderr.read().decode()[-2000:]
+  assert not (workdir / "results.json").exists()  # It really was stopped before the end.
+
+  config = tiny_config(data_root)
+  resumed = trainer.train(config, workdir)
+  assert resumed == reference
+  assert (workdir / "results.json").read_text() == (reference_dir / "results.json").read_text()
+  ours, theirs = final_params(workdir, config), final_params(reference_dir, config)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, ours, theirs)
+
+
+def test_seeds_in_one_program_equal_separate_runs(data_root):
+  """num_seeds=2 trains seeds 54 and 55 side by side; each equals a one-seed run with that seed."""
+  together = trainer.Run(tiny_config(data_root, num_seeds=2))
+  alone = [trainer.Run(tiny_config(data_root, seed=seed)) for seed in (54, 55)]
+  state, alone_states = together.initial_state(), [run.initial_state() for run in alone]
+  losses, alone_losses = [], [[], []]
+  lr = 1e-3  # Not the warm-up's 0, so that the parameters move.
+  for epoch in (0, 1):
+    for images in together.global_batch(epoch):
+      state, metrics = together.train_step(state, images, together.teacher_fn(together.teacher_params, images), lr)
+      losses.append(np.asarray(metrics["loss"]))
+    for k, run in enumerate(alone):
+      for images in run.global_batch(epoch):
+        alone_states[k], metrics = run.train_step(alone_states[k], images,
+                                                  run.teacher_fn(run.teacher_params, images), lr)
+        alone_losses[k].append(float(metrics["loss"][0]))
+  np.testing.assert_allclose(np.stack(losses), np.asarray(alone_losses).T, rtol=1e-5)
+  # Parameters agree to float rounding as AdamW amplifies it: its first updates, lr·g/(|g| + eps), turn rounding
+  # noise on gradients that are zero in exact arithmetic (the attention key bias's) into steps of up to lr.
+  # 1e-4 is 1% of the distance the parameters can travel in these 10 steps.
+  for k in range(2):
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a[k], b[0], rtol=0, atol=1e-4),
+                           jax.device_get(state.params), jax.device_get(alone_states[k].params))
+  # And the trained models compute the same anomaly maps.
+  maps = predict(together, state.params).maps
+  for k, run in enumerate(alone):
+    np.testing.assert_allclose(maps[k], predict(run, alone_states[k].params).maps[0], rtol=1e-4, atol=1e-5)
+
+
+def predict(run, params):
+  return evaluation.predict_subset(run.config, "same", params, run.teacher_params, run.teacher_fn, run.anomaly_fn,
+                                   run.mesh)
+SHARDED_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    from mmr_jax.training import sharding, trainer
+    from tests.test_training import tiny_config
+    assert jax.device_count() == 8, jax.devices()
+    config = tiny_config(sys.argv[1], batch_size=8, eval_batch_size=8)
+    results = []
+    for devices in (1, 8):
+      run = trainer.Run(config, mesh=sharding.make_mesh(devices))
+      state, losses = run.initial_state(), []
+      for images in run.global_batch(1):
+        assert len(images.sharding.device_set) == devices
+        state, metrics = run.train_step(state, images, run.teacher_fn(run.teacher_params, images), 1e-3)
+        losses.append(float(metrics["loss"][0]))
+      results.append((jax.device_get(state.params), losses))
+    (one, losses_one), (eight, losses_eight) = results
+    np.testing.assert_allclose(losses_one, losses_eight, rtol=1e-5)
+    # Tolerance as in test_seeds_in_one_program_equal_separate_runs: AdamW amplifies rounding noise on
+    # gradients that are zero in exact arithmetic into steps of up to lr.
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4), one, eight)
+    print("sharded-ok", len(losses_one), "steps")
+""")
+
+
+def test_sharded_step_on_8_devices_equals_one_device(data_root):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO)}
+  result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(data_root)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and "sharded-ok" in result.stdout, result.stderr[-3000:]
