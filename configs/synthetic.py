@@ -16,14 +16,15 @@ def get_config():
   c.data.name = "aebad_s"
   c.data.root = "data/synthetic"
   c.data.synthetic = True
-  c.data.image_size = 64
-  c.data.resize_size = 73  # Keeps the published 256/224 resize-to-crop ratio.
+  c.data.image_size = 128
+  c.data.resize_size = 146  # Keeps the published 256/224 resize-to-crop ratio.
   c.model.vit = common.vit_config("micro")
   c.model.teacher = "resnet_micro"
   c.init.student = ""
   c.init.teacher = ""
-  c.num_epochs = 20
-  c.optim.warmup_epochs = 2
-  c.optim.decay_epochs = (12, 16)
+  c.num_epochs = 30
+  # The published schedule's shape (warm-up, then ÷10 at 60% and 80% of training), shortened.
+  c.optim.warmup_epochs = 3
+  c.optim.decay_epochs = (18, 24)
   c.batch_size = 16
   return c

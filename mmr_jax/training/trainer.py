@@ -94,8 +94,29 @@ def _describe(config: ml_collections.ConfigDict) -> str:
           f"{config.data.image_size} px, {config.num_epochs} epochs)")
 
 
+def one_model_per_subset(config: ml_collections.ConfigDict) -> bool:
+  """MVTec AD trains one model per class (spec §7); AeBAD trains one model for all its test subsets."""
+  return config.data.name == "mvtec" and len(config.data.subsets) > 1
+
+
+def per_subset(run_one, config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Runs `run_one(config, workdir)` for each class in WORKDIR/<class>, then writes the combined table."""
+  workdir = pathlib.Path(workdir)
+  per_seed = [{} for _ in seeds_of(config)]
+  for subset in config.data.subsets:
+    sub_config = ml_collections.ConfigDict(config.to_dict())
+    sub_config.data.subsets = (subset,)
+    run_one(sub_config, workdir / subset)
+    for k, seed in enumerate(seeds_of(config)):
+      path = workdir / subset / (f"seed_{seed}/results.json" if config.num_seeds > 1 else "results.json")
+      per_seed[k][subset] = json.loads(path.read_text())[subset]
+  return reports.write_results(workdir, seeds_of(config), per_seed, header=_describe(config))
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains (resuming from WORKDIR's last checkpoint), then evaluates; returns results.json's content."""
+  if one_model_per_subset(config):
+    return per_subset(train, config, workdir)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
@@ -154,6 +175,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   """Evaluates WORKDIR's last checkpoint; with `student_checkpoint`, a converted student (e.g. one trained with
   the PyTorch code: a .pth/.safetensors/.npz under the published names) instead; with neither and
   num_epochs == 0, the initial model."""
+  if one_model_per_subset(config):
+    return per_subset(lambda c, w: evaluate(c, w, student_checkpoint), config, workdir)
   workdir = pathlib.Path(workdir)
   run = Run(config)
   if student_checkpoint:
