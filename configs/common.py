@@ -59,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
       strict_mask_binarization=False,
       skip_bad_files=False,  # True: skip (and count) files that do not decode instead of stopping.
       use_tfds=False,  # Read through the TFDS builders (manual_dir = data.root) instead of the folder readers.
+      tfds_data_dir="",  # Where TFDS prepares its copy ("": DATA_ROOT/tensorflow_datasets).
       cache=True,  # Keep decoded images in memory (the datasets are small).
       shuffle_buffer=0,  # 0: shuffle the whole training set each epoch.
       # True: generate the embedded AeBAD-like dataset under root if it is absent (configs/synthetic.py).

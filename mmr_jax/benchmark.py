@@ -364,41 +364,47 @@ def format_table(report: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/aebad_s.py.",
-                                          lock_config=False)
-_BATCH = flags.DEFINE_integer("batch", None, "Global batch size (default: the config's batch_size).")
-_NUM_SEEDS = flags.DEFINE_integer("num_seeds", None, "Seeds trained side by side (default: config.num_seeds).")
-_DEVICES = flags.DEFINE_integer("devices", None, "Devices on the mesh's data axis (default: all visible).")
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed calls of each function; the median is reported.")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls after compilation.")
-_PROBE_SIZES = flags.DEFINE_list("probe_sizes", ["2048", "4096"], "Square matmul sizes of the peak probe.")
-_JSON = flags.DEFINE_string("json", None, "Write the figures to this JSON file.")
-_COMPARE_TORCH = flags.DEFINE_bool("compare_torch", False,
-                                   "Also time the PyTorch MMR (tools/benchmark_torch.py) in a child process.")
+def define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (it is also imported as a library)."""
+  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/aebad_s.py.", lock_config=False)
+  flags.DEFINE_integer("batch", None, "Global batch size (default: the config's batch_size).")
+  flags.DEFINE_integer("num_seeds", None, "Seeds trained side by side (default: config.num_seeds).")
+  flags.DEFINE_integer("devices", None, "Devices on the mesh's data axis (default: all visible).")
+  flags.DEFINE_integer("steps", 3, "Timed calls of each function; the median is reported.")
+  flags.DEFINE_integer("warmup", 1, "Untimed calls after compilation.")
+  flags.DEFINE_list("probe_sizes", ["2048", "4096"], "Square matmul sizes of the peak probe.")
+  flags.DEFINE_string("json", None, "Write the figures to this JSON file.")
+  flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch MMR (tools/benchmark_torch.py) in a child process.")
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
+  f = flags.FLAGS
+  if f.config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/aebad_s.py")
-  config = _CONFIG.value
-  if _BATCH.value is not None:
-    config.batch_size = _BATCH.value
-  if _NUM_SEEDS.value is not None:
-    config.num_seeds = _NUM_SEEDS.value
+  config = f.config
+  if f.batch is not None:
+    config.batch_size = f.batch
+  if f.num_seeds is not None:
+    config.num_seeds = f.num_seeds
   try:
-    report = benchmark(config, num_devices=_DEVICES.value, warmup=_WARMUP.value, steps_timed=_STEPS.value,
-                       probe_sizes=tuple(int(s) for s in _PROBE_SIZES.value), compare_torch=_COMPARE_TORCH.value)
+    probe_sizes = tuple(int(size) for size in f.probe_sizes)
+  except ValueError:
+    raise app.UsageError(f"--probe_sizes must list integers, got {','.join(f.probe_sizes)}") from None
+  try:
+    report = benchmark(config, num_devices=f.devices, warmup=f.warmup, steps_timed=f.steps,
+                       probe_sizes=probe_sizes, compare_torch=f.compare_torch)
   except (config_lib.ConfigError, ValueError) as error:
     raise app.UsageError(str(error)) from error
   print(format_table(report))
-  if _JSON.value:
-    path = pathlib.Path(_JSON.value)
+  if f.json:
+    path = pathlib.Path(f.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

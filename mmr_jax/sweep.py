@@ -23,15 +23,6 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.",
-                                          lock_config=False)
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["8", "16", "32"], "Global batch sizes.")
-_DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Device counts of the data axis.")
-_OUT = flags.DEFINE_string("out", None, "Output folder: sweep.csv, sweep.png and one JSON per point.")
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed calls per point (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls per point after compilation.")
-_PROBE_SIZES = flags.DEFINE_list("probe_sizes", ["1024", "2048"], "Square matmul sizes of each point's peak probe.")
-
 COLUMNS = ("devices", "batch_size", "num_seeds", "student", "teacher", "image_size", "compute_dtype",
            "train_img_per_s", "infer_img_per_s", "train_step_s", "infer_batch_s", "train_gflop_per_image",
            "infer_gflop_per_image", "train_gflop_per_s", "infer_gflop_per_s", "peak_f32_gflop_per_s",
@@ -156,20 +147,33 @@ def _positive_ints(values: list[str], name: str) -> list[int]:
   return numbers
 
 
+def define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (it is also imported as a library)."""
+  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.", lock_config=False)
+  flags.DEFINE_list("batch_sizes", ["8", "16", "32"], "Global batch sizes.")
+  flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Device counts of the data axis.")
+  flags.DEFINE_string("out", None, "Output folder: sweep.csv, sweep.png and one JSON per point.")
+  flags.DEFINE_integer("steps", 3, "Timed calls per point (median reported).")
+  flags.DEFINE_integer("warmup", 1, "Untimed calls per point after compilation.")
+  flags.DEFINE_list("probe_sizes", ["1024", "2048"], "Square matmul sizes of each point's peak probe.")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _OUT.value is None:
+  f = flags.FLAGS
+  if f.config is None or f.out is None:
     raise app.UsageError("--config and --out are required, e.g. --config=configs/synthetic.py --out=runs/sweep")
-  out = pathlib.Path(_OUT.value)
+  out = pathlib.Path(f.out)
   try:
-    sweep(config_arguments(sys.argv[1:]), _positive_ints(_BATCH_SIZES.value, "batch_sizes"),
-          _positive_ints(_DEVICES.value, "devices"), out, steps=_STEPS.value, warmup=_WARMUP.value,
-          probe_sizes=_PROBE_SIZES.value)
+    sweep(config_arguments(sys.argv[1:]), _positive_ints(f.batch_sizes, "batch_sizes"),
+          _positive_ints(f.devices, "devices"), out, steps=f.steps, warmup=f.warmup,
+          probe_sizes=[str(size) for size in _positive_ints(f.probe_sizes, "probe_sizes")])
   except (RuntimeError, ValueError) as error:
     raise app.UsageError(str(error)) from error
   print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -8,4 +8,5 @@ from mmr_jax import runtime
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  runtime.enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"), min_compile_seconds=0.2)
+  """The session's cache folder; subprocesses that compile the same programs can be pointed at it too."""
+  return runtime.enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"), min_compile_seconds=0.2)

@@ -76,17 +76,26 @@ def test_defects_stand_out_from_the_blade_around_them():
   assert image[mask].mean() < 40 and np.percentile(image.mean(axis=-1), 99) > 100
 
 
+def test_scene_choices_are_balanced_within_each_test_folder():
+  """Black and gray backgrounds alternate with the index, for normal and defective images alike."""
+  for kind in ("good", "groove"):
+    corners = [synthetic.render_blade_image(np.random.default_rng([5, i]), "same", kind, (64, 72), variant=i)[0][:4, :4]
+               for i in range(4)]
+    assert [bool(c.mean() > 60) for c in corners] == [False, True, False, True]
+
+
 def test_test_domains_shift_away_from_training():
-  def images(domain, n=6):
-    return [synthetic.render_blade_image(np.random.default_rng([2, i]), domain, "good", (64, 72))[0]
+  def images(domain, n=8):
+    return [synthetic.render_blade_image(np.random.default_rng([2, i]), domain, "good", (64, 72), variant=i)[0]
             for i in range(n)]
 
   def blueness(batch):
     return np.mean([i[..., 2].mean() - i[..., 0].mean() for i in batch])
 
-  def brightness_spread(batch):
-    return np.std([i.mean() for i in batch])
+  def highlight_spread(batch):
+    """How much the brightest blade pixels vary from image to image (exposure)."""
+    return np.std([np.percentile(i.mean(axis=-1), 99) for i in batch])
 
   same = images("same")
   assert blueness(images("background")) > blueness(same) + 5
-  assert brightness_spread(images("illumination")) > brightness_spread(same)
+  assert highlight_spread(images("illumination")) > 1.5 * highlight_spread(same)

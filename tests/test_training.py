@@ -32,8 +32,10 @@ def data_root(tmp_path_factory):
 
 
 def tiny_overrides(data_root) -> dict:
-  return {"data.root": str(data_root), "data.subsets": ("same", "view"), "batch_size": 4, "eval_batch_size": 8,
-          "num_epochs": 2, "log_every_steps": 1, "eval.num_heatmaps": 2}
+  # One transformer block: the same code path, half the compile time of the demo's micro student.
+  return {"data.root": str(data_root), "data.subsets": ("same", "view"), "data.image_size": 64,
+          "data.resize_size": 73, "model.vit.depth": 1, "batch_size": 4, "eval_batch_size": 8, "num_epochs": 2,
+          "log_every_steps": 1, "eval.num_heatmaps": 2}
 
 
 def tiny_config(data_root, **overrides):
@@ -83,7 +85,7 @@ def test_training_run_writes_reports(uninterrupted):
   assert list((workdir / "tensorboard").glob("events.*"))
 
 
-def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path):
+def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path, compilation_cache):
   """A run killed with SIGKILL once its first checkpoint exists, started again with the same command, finishes
   with the same parameters and results.json as the uninterrupted run."""
   reference_dir, reference = uninterrupted
@@ -91,7 +93,8 @@ def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path):
   flags = [f"--config.{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in tiny_overrides(data_root).items()]
   command = [sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
              "--config.data.synthetic=False", *flags]
-  env = {**os.environ, "MMR_JAX_COMPILE_CACHE": str(tmp_path / "xla")}
+  # The programs are those the uninterrupted run compiled: load them from the session's cache.
+  env = {**os.environ, "MMR_JAX_COMPILE_CACHE": str(compilation_cache)}
   process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   first_checkpoint = workdir / "checkpoints" / "0"
   deadline = time.time() + 300
@@ -145,7 +148,9 @@ def predict(run, params):
 SHARDED_SCRIPT = textwrap.dedent("""
     import sys
     import jax, numpy as np
+    from mmr_jax import runtime
     from mmr_jax.training import sharding, trainer
+    runtime.enable_compilation_cache(min_compile_seconds=0.2)
     from tests.test_training import tiny_config
     assert jax.device_count() == 8, jax.devices()
     config = tiny_config(sys.argv[1], batch_size=8, eval_batch_size=8)
@@ -167,8 +172,9 @@ SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_step_on_8_devices_equals_one_device(data_root):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO)}
+def test_sharded_step_on_8_devices_equals_one_device(data_root, compilation_cache):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO),
+         "MMR_JAX_COMPILE_CACHE": str(compilation_cache)}
   result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(data_root)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0 and "sharded-ok" in result.stdout, result.stderr[-3000:]

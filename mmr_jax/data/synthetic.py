@@ -2,18 +2,20 @@
 
     python -m mmr_jax.data.synthetic --out data/synthetic --seed 0 [--size tiny|small|large]
 
-AeBAD_S: one turbine blade per image (airfoil with a tilted tip, platform and fir-tree root, shaded by a
+AeBAD_S: one turbine blade per image (airfoil with a tilted tip, platform and root block, shaded by a
 directional light, brushed texture), not aligned: varying scale, position and angle, on black and gray
 backgrounds for training. Test domains shift what the paper's do:
   same          the training distribution;
-  background    blue cloth and a wooden bench instead of black / gray;
+  background    blue-gray cloth and a wooden bench instead of black / gray;
   illumination  light from the other side, over- or under-exposure, a colour cast, another gamma;
-  view          the blade turned by 20-35°, foreshortened or closer, often mirrored.
+  view          the blade turned by 15-30° (training: up to 12°), foreshortened or closer, often mirrored.
 Each domain holds `good` and the four AeBAD defect kinds, from large to thin, with pixel masks:
   breakdown     a chunk missing at the edge (the background shows through),
   ablation      a burnt, discoloured patch,
   fracture      a dark, jagged crack running in from the edge,
   groove        a thin scratch (dark groove with a bright lip).
+Within each test folder the scene's either-or choices (which background, over- or under-exposure, viewpoint)
+alternate with the image index, so that no scene property is confounded with the label.
 AeBAD_V: frames of a rotating disk of blades; training sequences from two viewpoints (all blades good), three
 test videos from three other viewpoints in which some blades are defective. A frame is anomalous when a
 defect is visible in its centre crop (frames where one is barely visible are left out, as ambiguous).
@@ -112,7 +114,7 @@ class Camera:
 
 @dataclasses.dataclass
 class Blade:
-  """An airfoil from u = 0 (root) to its tilted tip at u ≈ length; optional platform and fir-tree root below."""
+  """An airfoil from u = 0 (root) to its tilted tip at u ≈ length; optional platform and root block below."""
   origin: tuple[float, float]
   angle: float  # Direction of the span in the plane (radians, 0 = +x, y down).
   length: float
@@ -125,11 +127,11 @@ class Blade:
 
   @property
   def platform(self) -> tuple[float, float]:
-    return 0.08 * self.length, 1.45 * self.half_chord  # (depth along u, half width)
+    return 0.06 * self.length, 1.3 * self.half_chord  # (depth along u, half width)
 
   @property
   def root(self) -> tuple[float, float]:
-    return 0.14 * self.length, 0.75 * self.half_chord
+    return 0.08 * self.length, 0.75 * self.half_chord
 
   def local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dx, dy = x - self.origin[0], y - self.origin[1]
@@ -188,10 +190,7 @@ def _blade_fields(blade: Blade, u: np.ndarray, t: np.ndarray, pixel: float, came
     depth, width = blade.platform
     platform = _coverage(np.minimum(width - np.abs(t), u + depth), pixel) * (u < 0)
     root_depth, root_width = blade.root
-    # Fir-tree serrations: the half width follows a triangle wave along the root.
-    wave = np.abs(((u + depth) / (0.045 * blade.length)) % 2.0 - 1.0)
-    root_half = root_width * (0.78 + 0.22 * wave)
-    root = _coverage(np.minimum(root_half - np.abs(t), u + depth + root_depth), pixel) * (u < -depth)
+    root = _coverage(np.minimum(root_width - np.abs(t), u + depth + root_depth), pixel) * (u < -depth)
     alpha = np.maximum(np.maximum(alpha, platform), root)
     region = np.where(u < 0, 1, region)
     region = np.where(u < -depth, 2, region)
@@ -199,7 +198,7 @@ def _blade_fields(blade: Blade, u: np.ndarray, t: np.ndarray, pixel: float, came
   # Normals: the airfoil's cross-section is a flattened cylinder twisted along the span; platform and root are
   # flat, facing the camera at slightly different angles.
   nt = np.where(region == 0, 0.85 * np.clip(across, -1, 1), 0.0)
-  nu = np.where(region == 0, blade.twist * (s - 0.5), np.where(region == 1, -0.35, 0.15))
+  nu = np.where(region == 0, blade.twist * (s - 0.5), np.where(region == 1, -0.1, 0.0))
   nz = np.sqrt(np.clip(1.0 - nt**2, 0.05, 1.0))
   c, sn = math.cos(blade.angle), math.sin(blade.angle)
   # (u, t) axes in the plane, then through the camera's roll (tilt only shades the z part, ignored).
@@ -280,11 +279,11 @@ def make_defect(kind: str, blade: Blade, rng: np.random.Generator, pixel: float)
     else:
       s = _uniform(rng, 0.25, 0.92)
       u, t = blade.edge_point(s, side)
-    radius = _uniform(rng, 0.6, 1.0) * chord
+    radius = _uniform(rng, 0.7, 1.1) * chord
     return Defect(kind, centre=(u, t + side * 0.25 * radius), radius=radius, harmonics=harmonics)
   if kind == "ablation":
     s = _uniform(rng, 0.2, 0.85)
-    radius = _uniform(rng, 0.5, 0.85) * chord
+    radius = _uniform(rng, 0.6, 1.0) * chord
     room = max(float(blade.half_width(s)) - 0.6 * radius, 0.0)
     t = float(blade.midline(s)) + _uniform(rng, -room, room)
     return Defect(kind, centre=(s * blade.length, t), radius=radius, harmonics=harmonics,
@@ -312,10 +311,13 @@ def make_defect(kind: str, blade: Blade, rng: np.random.Generator, pixel: float)
   raise ValueError(f"unknown defect kind {kind!r}")
 
 
-def _defect_coverage(defect: Defect, fields: BladeFields, pixel: float) -> tuple[np.ndarray, np.ndarray]:
+def _defect_coverage(defect: Defect, surface: Surface) -> tuple[np.ndarray, np.ndarray]:
   """(coverage for drawing, binary ground-truth region) of the defect over the blade's box."""
+  fields, pixel = surface.fields, surface.pixel
   if defect.kind in ("breakdown", "ablation"):
     distance = _blob_distance(defect, fields.u, fields.t, 4 * pixel)
+    if defect.kind == "breakdown":
+      distance = distance + 1.5 * pixel * surface.grain  # A broken edge is jagged.
     return _coverage(distance, pixel), distance >= 0
   reach = defect.width + 3 * pixel
   distance = np.min([_path_distance(p, fields.u, fields.t, reach) for p in defect.paths], axis=0)
@@ -358,6 +360,7 @@ class Surface:
   fields: BladeFields
   albedo: np.ndarray  # (h, w, 3)
   blotch: np.ndarray  # (h, w) low-frequency noise, reused by burns.
+  grain: np.ndarray  # (h, w) pixel-scale noise (unit variance): rough surfaces of burns and breaks.
   pixel: float
 
 
@@ -381,15 +384,17 @@ def _blade_surface(blade: Blade, camera: Camera, look: Look, rng: np.random.Gene
   streaks = ndimage.gaussian_filter1d(rng.standard_normal(count), 1.5)
   streak = streaks[np.clip(((t - t0) / pixel).astype(int), 0, count - 1)]
   blotch = _smooth_noise(rng, u.shape, (4, 4))
+  grain = ndimage.gaussian_filter(rng.standard_normal(u.shape, dtype=np.float32), 0.7)
+  grain /= grain.std() + 1e-6
   albedo = look.albedo * (1.0 + 0.05 * streak + 0.05 * blotch)[..., None]
-  albedo = np.where((fields.region == 0)[..., None], albedo, albedo * np.array([0.82, 0.8, 0.78], np.float32))
-  return Surface((slice(y0, y1), slice(x0, x1)), fields, albedo, blotch, pixel)
+  albedo = np.where((fields.region == 0)[..., None], albedo, albedo * np.array([0.92, 0.91, 0.9], np.float32))
+  return Surface((slice(y0, y1), slice(x0, x1)), fields, albedo, blotch, grain, pixel)
 
 
 def _defect_truth(surface: Surface, defect: Defect, hw: tuple[int, int]) -> np.ndarray:
   """The defect's ground-truth mask over the whole image (bool)."""
   truth = np.zeros(hw, bool)
-  truth[surface.box] = _defect_coverage(defect, surface.fields, surface.pixel)[1] & (surface.fields.airfoil >= 0.5)
+  truth[surface.box] = _defect_coverage(defect, surface)[1] & (surface.fields.airfoil >= 0.5)
   return truth
 
 
@@ -402,13 +407,14 @@ def _shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndar
   alpha = fields.alpha
   cover = None
   if defect is not None:
-    cover = _defect_coverage(defect, fields, pixel)[0]
+    cover = _defect_coverage(defect, surface)[0]
     if defect.kind == "ablation":
-      # Burnt core, brown body, a bluish heat tint at the rim; matte.
+      # Burnt core, brown body, a bluish heat tint at the rim; matte, mottled with soot and heat-tinted flecks.
       radial = np.clip(_blob_distance(defect, u, t, 4 * pixel) / defect.radius, 0.0, 1.0)
       burnt = np.stack([0.30 - 0.2 * radial, 0.2 - 0.14 * radial, 0.16 - 0.1 * radial], -1)
       rim = np.exp(-((radial - 0.12) / 0.08) ** 2)[..., None] * np.array([0.05, 0.05, 0.18], np.float32)
-      burnt = burnt + rim + 0.04 * surface.blotch[..., None]
+      flecks = np.clip(surface.grain - 1.0, 0.0, None)[..., None] * np.array([0.35, 0.28, 0.4], np.float32)
+      burnt = burnt * (1.0 + 0.45 * surface.grain[..., None]) + rim + flecks + 0.04 * surface.blotch[..., None]
       mix = (defect.strength * cover * fields.airfoil)[..., None]
       albedo = albedo * (1 - mix) + burnt * mix
       specular = specular * (1 - 0.85 * mix[..., 0])
@@ -423,9 +429,11 @@ def _shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndar
   colour = colour * look.light_colour
 
   if defect is not None and defect.kind == "breakdown":
-    # The broken edge is rough and dark.
-    edge = np.clip(1.0 + _blob_distance(defect, u, t, 4 * pixel) / (2.0 * pixel), 0.0, 1.0) * (1.0 - cover)
-    colour *= (1.0 - 0.55 * edge)[..., None]
+    # The fracture surface along the break: rough, bright where it catches the light, dark in its pits.
+    distance = _blob_distance(defect, u, t, 4 * pixel) + 1.5 * pixel * surface.grain
+    edge = np.clip(1.0 + distance / (2.5 * pixel), 0.0, 1.0) * (1.0 - cover)
+    rough = np.clip(0.55 + 0.35 * surface.grain, 0.0, 1.0)[..., None] * look.light_colour
+    colour = colour * (1.0 - edge[..., None]) + rough * edge[..., None]
   elif defect is not None:
     if defect.kind in ("fracture", "groove"):
       colour *= (1.0 - defect.strength * cover)[..., None]
@@ -466,14 +474,14 @@ def _background(kind: str, height: int, width: int, rng: np.random.Generator) ->
     base = np.float32(_uniform(rng, 0.36, 0.58)) * np.array([1.0, 1.0, _uniform(rng, 0.97, 1.04)], np.float32)
     image = base * (1.0 + 0.25 * ramp + 0.03 * noise)
   elif kind == "blue":
-    base = np.array([0.10, 0.26, 0.58], np.float32) * _uniform(rng, 0.75, 1.2)
+    base = np.array([0.22, 0.32, 0.52], np.float32) * _uniform(rng, 0.8, 1.2)
     period = _uniform(rng, 3.0, 6.0) / max(height, width)
     weave = 0.5 * (np.sin(2 * math.pi * xx / period) * np.sin(2 * math.pi * yy / period))[..., None]
     image = base * (1.0 + 0.3 * ramp + 0.08 * noise + 0.05 * weave)
   elif kind == "bench":
-    base = np.array([0.42, 0.33, 0.22], np.float32) * _uniform(rng, 0.8, 1.2)
+    base = np.array([0.46, 0.39, 0.31], np.float32) * _uniform(rng, 0.8, 1.2)
     grain = np.sin(2 * math.pi * (yy * _uniform(rng, 8, 20) + 0.3 * noise[..., 0]))[..., None]
-    image = base * (1.0 + 0.3 * ramp + 0.06 * grain)
+    image = base * (1.0 + 0.3 * ramp + 0.04 * grain)
   else:
     raise ValueError(f"unknown background {kind!r}")
   return np.clip(image, 0, 1)
@@ -510,28 +518,42 @@ def _train_look(rng: np.random.Generator) -> Look:
 
 
 def render_blade_image(rng: np.random.Generator, domain: str, defect_kind: str, hw: tuple[int, int],
-                       background: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-  """One AeBAD-S-like image of `domain` ("train" is the same distribution as "same"): (uint8 RGB, bool mask)."""
+                       background: str | None = None, variant: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+  """One AeBAD-S-like image of `domain` ("train" is the same distribution as "same"): (uint8 RGB, bool mask).
+
+  `variant` (the image's index in its folder) makes the scene's either-or choices (which background, over- or
+  under-exposed, foreshortened or closer, mirrored) alternate instead of being drawn, so that each type folder
+  holds them in equal shares: a score that depends on the background cannot then pass for one that finds
+  defects.
+  """
+
+  def either(bit: int) -> bool:
+    drawn = bool(rng.random() < 0.5)  # Drawn in any case, so that the other draws do not depend on `variant`.
+    return drawn if variant is None else bool((variant >> bit) & 1)
+
   height, width = hw
   look = _train_look(rng)
   exposure, gamma, mirror = _uniform(rng, 0.92, 1.08), 1.0, False
   angle = math.radians(_uniform(rng, -12, 12))
   length = _uniform(rng, 0.42, 0.52) * height  # With platform and root: 0.5-0.65 of the height, inside the crop.
   half_chord = _uniform(rng, 0.11, 0.14) * height
+  second = either(0)
   if background is None:
-    background = str(rng.choice(["blue", "bench"] if domain == "background" else TRAIN_BACKGROUNDS))
+    background = (("blue", "bench") if domain == "background" else TRAIN_BACKGROUNDS)[int(second)]
   if domain == "illumination":
     look.light = _light(_uniform(rng, -40, 80), _uniform(rng, 15, 75))
-    look.light_colour = np.array([1.0, 0.86, 0.7], np.float32) if rng.random() < 0.5 else np.array([0.8, 0.9, 1.0], np.float32)
-    exposure = _uniform(rng, 0.5, 0.7) if rng.random() < 0.5 else _uniform(rng, 1.3, 1.6)
-    gamma = _uniform(rng, 0.7, 1.4)
+    warm, cool = np.array([1.0, 0.92, 0.82], np.float32), np.array([0.86, 0.93, 1.0], np.float32)
+    look.light_colour = warm if either(1) else cool
+    exposure = _uniform(rng, 0.6, 0.8) if second else _uniform(rng, 1.2, 1.4)
+    gamma = _uniform(rng, 0.8, 1.25)
   elif domain == "view":
-    angle = math.radians(_uniform(rng, 20, 35) * rng.choice([-1, 1]))
-    if rng.random() < 0.5:
+    angle = math.radians(_uniform(rng, 15, 30) * rng.choice([-1, 1]))  # Training: within ±12°.
+    if second:
       half_chord *= _uniform(rng, 0.65, 0.8)  # Seen more edge-on: foreshortened chord.
     else:
       length *= _uniform(rng, 1.1, 1.2)  # Closer.
-    mirror = rng.random() < 0.5
+    mirror = either(1)
   blade = Blade(origin=(0.0, 0.0), angle=angle - math.pi / 2, length=length, half_chord=half_chord,
                 # One blade model, as in AeBAD: the shape varies only a little from image to image.
                 taper=_uniform(rng, 0.3, 0.36), bend=_uniform(rng, -0.015, 0.015),
@@ -556,7 +578,7 @@ def render_blade_image(rng: np.random.Generator, domain: str, defect_kind: str, 
   colour, alpha = _shade(surface, look, defect)
   canvas = _background(background, height, width, rng)
   if background != "black":
-    full_alpha = np.zeros(hw)
+    full_alpha = np.zeros(hw, np.float32)
     full_alpha[surface.box] = alpha
     canvas = _drop_shadow(canvas, full_alpha, look.light, scale)
   _paste(canvas, np.zeros(hw), surface, colour, alpha)
@@ -704,7 +726,8 @@ def _render_task(task: tuple, size: Size) -> tuple:
     _, seed, domain, defect_type, background_code, index, background, path = task
     rng = np.random.default_rng([seed, _STREAM["train" if domain == "train" else domain], background_code,
                                  _TYPE_CODE[defect_type], index])
-    image, truth = render_blade_image(rng, domain, defect_type, size.image_hw, background)
+    image, truth = render_blade_image(rng, domain, defect_type, size.image_hw, background,
+                                      variant=None if domain == "train" else index)
     mask = None if truth is None else _png(truth.astype(np.uint8) * 255)
     return path, _png(image), mask
   _, seed, name, frame = task

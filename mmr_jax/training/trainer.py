@@ -19,6 +19,7 @@ import tqdm
 
 from mmr_jax import evaluation
 from mmr_jax import reports
+from mmr_jax import data
 from mmr_jax.data import pipeline
 from mmr_jax.models import mmr
 from mmr_jax.training import checkpoint
@@ -74,7 +75,7 @@ class Run:
   def evaluate(self, params: Any, workdir: pathlib.Path, write_heatmaps: bool = True) -> dict:
     """All test subsets, K seeds; writes results.json / results.md (and heatmaps); returns the top level."""
     per_seed = [{} for _ in self.seeds]
-    for subset in self.config.data.subsets:
+    for subset in data.subset_names(self.config):
       predictions = evaluation.predict_subset(self.config, subset, params, self.teacher_params,
                                               self.teacher_fn, self.anomaly_fn, self.mesh)
       for k, results in enumerate(evaluation.subset_results(self.config, predictions)):

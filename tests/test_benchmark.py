@@ -1,0 +1,153 @@
+"""The benchmark and the scaling sweep: analytic FLOPs, a real (tiny) run of each command, the bfloat16 option.
+
+Speed itself is never asserted: it is what the benchmark's printed figures show.
+"""
+
+import csv
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import aebad_s
+from configs import synthetic
+from configs.scaling import vit_b_320
+from configs.scaling import vit_l
+from configs.scaling import vit_s
+from mmr_jax import benchmark
+from mmr_jax import objectives
+from mmr_jax import sweep
+from mmr_jax.models import mmr
+from mmr_jax.models import resnet
+from mmr_jax.training import sharding
+from mmr_jax.training import steps
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The commands run on a one-block micro model at batch 4 with a small matmul probe.
+TINY = ["--config=configs/synthetic.py", "--config.model.vit.depth=1", "--warmup=0", "--probe_sizes=256"]
+# XLA's CPU compile time is almost all LLVM optimisation of elementwise kernels: these tests check what the
+# commands compute, not how fast, so they compile unoptimised, and share one compilation cache (the sweep's
+# one-device point reuses the benchmark test's programs). Identical XLA_FLAGS keep the cache keys equal.
+SIMULATED_DEVICES = 2
+XLA_FLAGS = f"--xla_backend_optimization_level=0 --xla_force_host_platform_device_count={SIMULATED_DEVICES}"
+
+
+@pytest.fixture(scope="module")
+def command_env(tmp_path_factory):
+  return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "XLA_FLAGS": XLA_FLAGS.split(" ")[0]}
+
+
+def run_module(env: dict, module: str, *args: str) -> subprocess.CompletedProcess:
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.mark.parametrize("visible_tokens,published_gflop", [(117, 21.0), (196, 35.1)])
+def test_vit_b16_flops_match_published_counts(visible_tokens, published_gflop):
+  flops = benchmark.encoder_flops(768, 12, 4.0, 16, visible_tokens)
+  assert flops / 1e9 == pytest.approx(published_gflop, rel=0.02)
+
+
+def test_wide_resnet50_2_flops_to_layer3_match_published_count():
+  # torchvision's 11.4 GMAC for the whole network, less layer4 and fc (2.2 GMAC): 18.4 GFLOP.
+  flops = benchmark.teacher_flops(resnet.teacher_spec("wide_resnet50_2"), 224)
+  assert flops / 1e9 == pytest.approx(18.4, rel=0.02)
+
+
+def test_training_and_inference_flops_add_up():
+  f = benchmark.analytic_flops(aebad_s.get_config())
+  assert f["train"] == f["teacher"] + 3 * (f["encoder_train"] + f["fpn"])
+  assert f["infer"] == f["teacher"] + f["encoder_infer"] + f["fpn"] + f["anomaly_map"]
+  # Scaling configs grow the student or the image as they should.
+  flops = {name: benchmark.analytic_flops(module.get_config())
+           for name, module in (("S", vit_s), ("L", vit_l), ("320", vit_b_320))}
+  assert flops["S"]["encoder_infer"] < f["encoder_infer"] < flops["L"]["encoder_infer"]
+  assert flops["320"]["teacher"] == pytest.approx(f["teacher"] * (320 / 224) ** 2, rel=0.03)
+
+
+def test_benchmark_command_writes_json(tmp_path, command_env):
+  out = tmp_path / "bench.json"
+  # The sweep's children see this XLA_FLAGS value; --devices=1 makes the same one-device programs.
+  result = run_module({**command_env, "XLA_FLAGS": XLA_FLAGS}, "mmr_jax.benchmark", *TINY, "--batch=4",
+                      "--devices=1", "--steps=2", f"--json={out}")
+  report = json.loads(out.read_text())
+  assert "img/s" in result.stdout
+  assert report["config"]["depth"] == 1 and report["config"]["batch_size"] == 4 and report["num_devices"] == 1
+  for key in ("train_img_per_s", "infer_img_per_s", "train_compile_s", "infer_compile_s", "peak_memory_bytes",
+              "train_flop_per_s", "infer_flop_per_s", "peak_f32_flop_per_s", "peak_bf16_flop_per_s",
+              "train_fraction_of_f32_peak", "infer_fraction_of_f32_peak", "train_fraction_of_bf16_peak"):
+    assert report[key] > 0, key
+  assert len(report["train_step_all_s"]) == 2
+  config = synthetic.get_config()
+  config.model.vit.depth = 1
+  assert report["flops_per_image"] == pytest.approx(benchmark.analytic_flops(config))
+  assert report["jax_version"] == jax.__version__ and report["device_kind"]
+
+
+def test_benchmark_and_sweep_import_no_tensorflow():
+  code = "import sys, mmr_jax.benchmark, mmr_jax.sweep; print('tensorflow' in sys.modules)"
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "False"
+
+
+def test_sweep_writes_csv_and_plot(tmp_path, command_env):
+  run_module(command_env, "mmr_jax.sweep", *TINY, "--batch_sizes=4", f"--devices=1,{SIMULATED_DEVICES}",
+             "--steps=1", f"--out={tmp_path}")
+  with (tmp_path / "sweep.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert sorted((int(r["devices"]), int(r["batch_size"])) for r in rows) == [(1, 4), (SIMULATED_DEVICES, 4)]
+  for row in rows:
+    assert float(row["train_img_per_s"]) > 0 and float(row["train_fraction_of_f32_peak"]) > 0
+  assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_sweep_passes_config_overrides_on():
+  argv = ["--config=configs/synthetic.py", "--batch_sizes=8", "--config.model.compute_dtype", "bfloat16",
+          "--config.seed=3", "--out=x"]
+  assert sweep.config_arguments(argv) == ["--config=configs/synthetic.py", "--config.model.compute_dtype=bfloat16",
+                                          "--config.seed=3"]
+
+
+def host_random_params(module) -> dict:
+  """Parameters of the right shapes drawn in NumPy (compiling the initialisers would take longer than the test):
+  kernels ~ N(0, 1/fan_in), vectors (norm scales and shifts, BN statistics) in [0.5, 1.5]."""
+  rng = np.random.default_rng(0)
+  shapes = jax.eval_shape(functools.partial(mmr.init_params, module, image_size=64), jax.random.key(0))
+  draw = lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1
+                    else rng.uniform(0.5, 1.5, size=s.shape))
+  return jax.tree_util.tree_map(lambda s: jnp.asarray(draw(s), jnp.float32), shapes)
+
+
+def test_bfloat16_features_stay_close_to_float32():
+  """bf16 operands with f32 accumulation: features within bf16's expected error; params, features, loss f32."""
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(1, 4, 64, 64, 3)).astype(np.float32))
+  mesh = sharding.make_mesh(1)
+  outputs = {}
+  for dtype in ("float32", "bfloat16"):
+    config = synthetic.get_config()
+    config.model.compute_dtype = dtype
+    student, teacher = mmr.build_student(config.model), mmr.build_teacher(config.model)
+    student_params, teacher_params = host_random_params(student), host_random_params(teacher)
+    teacher_features = steps.make_teacher_fn(teacher, mesh)(teacher_params, images)
+    features = jax.jit(lambda p, x: student.apply({"params": p}, x, 0.0))(student_params, images[0])
+    outputs[dtype] = teacher_features, features, objectives.reconstruction_loss(
+        [t[0] for t in teacher_features], features)[0]
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(student_params))
+  for f32, bf16 in zip(jax.tree_util.tree_leaves(outputs["float32"][:2]), jax.tree_util.tree_leaves(outputs["bfloat16"][:2])):
+    assert bf16.dtype == jnp.float32
+    relative = float(jnp.linalg.norm(bf16 - f32) / jnp.linalg.norm(f32))
+    assert 1e-5 < relative < 2e-2  # Not identical (bf16 really is used), but within bf16's error.
+  assert outputs["bfloat16"][2].dtype == jnp.float32
+  assert float(outputs["bfloat16"][2]) == pytest.approx(float(outputs["float32"][2]), rel=2e-2)
