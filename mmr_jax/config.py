@@ -6,11 +6,11 @@ Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when
 
 import ml_collections
 
+from mmr_jax.models import layers
 from mmr_jax.models import resnet
 
 DATASETS = ("aebad_s", "aebad_v", "mvtec", "folder")
 COMPUTE_DTYPES = ("float32", "bfloat16")
-CONV3X3_FORMS = ("auto", "im2col", "native")
 
 
 class ConfigError(ValueError):
@@ -55,7 +55,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(0 <= model.mask_ratio < 1, f"model.mask_ratio must lie in [0, 1), got {model.mask_ratio}")
   _require(model.compute_dtype in COMPUTE_DTYPES,
            f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {model.compute_dtype!r}")
-  _require(model.conv3x3 in CONV3X3_FORMS, f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {model.conv3x3!r}")
+  _require(model.conv3x3 in layers.CONV3X3_FORMS,
+           f"model.conv3x3 must be one of {layers.CONV3X3_FORMS}, got {model.conv3x3!r}")
 
   optim = config.optim
   _require(optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}")
