@@ -3,6 +3,7 @@
     python -m mmr_jax.benchmark --config=configs/aebad_s.py --batch=16 --steps=5 --json=bench.json
     python -m mmr_jax.benchmark --config=configs/aebad_s.py --config.model.compute_dtype=bfloat16
     python -m mmr_jax.benchmark --config=configs/aebad_s.py --compare_torch   # + tools/benchmark_torch.py
+    python -m mmr_jax.benchmark --config=configs/aebad_s.py --config.num_seeds=4   # K seeds in one program
 
 Times exactly what a run executes, built by the public makers of `mmr_jax.training.steps`: the teacher features
 plus the training step (student forward/backward, Eq. 1, AdamW) on K seeds, and inference (teacher, student at
@@ -33,6 +34,7 @@ from typing import Any, Callable
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -221,6 +223,8 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   teacher_train, teacher_seconds = _compile(teacher_fn, teacher_params, train_images)
   features = teacher_train(teacher_params, train_images)
   step, step_seconds = _compile(train_step, state, train_images, features, lr)
+  logging.info("compiled the teacher in %.1f s and the training step in %.1f s; timing %d + %d steps",
+               teacher_seconds, step_seconds, warmup, repeats)
   holder = {"state": state}
 
   def train_call():
@@ -238,6 +242,8 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
     teacher_eval, teacher_eval_seconds = _compile(teacher_fn, teacher_params, eval_batch)
   eval_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
   anomaly, anomaly_seconds = _compile(anomaly_fn, params, eval_images, eval_features)
+  logging.info("training step: median %.3f s; compiled inference in %.1f s", train_s,
+               teacher_eval_seconds + anomaly_seconds)
 
   def infer_call():
     teacher_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
@@ -248,8 +254,10 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
                  teacher_eval_seconds + anomaly_seconds)
 
 
-def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int) -> dict[str, float] | None:
-  """Runs tools/benchmark_torch.py (the independent PyTorch MMR) on the same setting in a child process."""
+def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int,
+                  baseline: str = "published") -> dict[str, float] | None:
+  """Runs tools/benchmark_torch.py on the same setting in a child process: the PyTorch MMR with the published
+  code's execution forms (`baseline="published"`) or the lean port ("spec"); see that script."""
   if importlib.util.find_spec("torch") is None or not TORCH_SCRIPT.exists():
     print("--compare_torch: PyTorch or tools/benchmark_torch.py is not available; skipping the comparison")
     return None
@@ -260,7 +268,7 @@ def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int) 
                f"--num_heads={v.num_heads}", f"--patch_size={v.patch_size}", f"--mlp_ratio={v.mlp_ratio}",
                f"--teacher={config.model.teacher}", f"--image_size={config.data.image_size}",
                f"--batch={config.batch_size}", f"--mask_ratio={config.model.mask_ratio}",
-               f"--warmup={warmup}", f"--steps={repeats}", f"--json={out}"]
+               f"--warmup={warmup}", f"--steps={repeats}", f"--baseline={baseline}", f"--json={out}"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
       print(f"--compare_torch: tools/benchmark_torch.py failed:\n{result.stderr[-2000:]}")
@@ -275,7 +283,7 @@ def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int) 
 
 def benchmark(config: ml_collections.ConfigDict, *, num_devices: int | None = None, warmup: int = 1,
               steps_timed: int = 3, probe_sizes: tuple[int, ...] = (2048, 4096),
-              compare_torch: bool = False) -> dict[str, Any]:
+              compare_torch: bool = False, torch_baseline: str = "published") -> dict[str, Any]:
   """All figures of one benchmark as a flat JSON-ready dict (see the module docstring)."""
   config_lib.validate(config)
   mesh = sharding.make_mesh(num_devices)
@@ -325,7 +333,8 @@ def benchmark(config: ml_collections.ConfigDict, *, num_devices: int | None = No
     report[f"{what}_fraction_of_f32_peak"] = report[f"{what}_flop_per_s"] / report["peak_f32_flop_per_s"]
     report[f"{what}_fraction_of_bf16_peak"] = report[f"{what}_flop_per_s"] / report["peak_bf16_flop_per_s"]
   if compare_torch:
-    torch_report = torch_figures(config, warmup, steps_timed)
+    logging.info("timing the PyTorch MMR (tools/benchmark_torch.py)")
+    torch_report = torch_figures(config, warmup, steps_timed, torch_baseline)
     if torch_report is not None:
       report["torch"] = torch_report
       report["train_speedup_vs_torch"] = report["train_img_per_s"] / torch_report["train_img_per_s"]
@@ -358,7 +367,7 @@ def format_table(report: dict[str, Any]) -> str:
                f"{gflop(f['encoder_infer'])} (infer), FPN {gflop(f['fpn'])}, anomaly map {gflop(f['anomaly_map'])}")
   if "torch" in report:
     t = report["torch"]
-    lines.append(f"PyTorch {t['torch_version']} ({t['threads']} threads): train {t['train_img_per_s']:.2f} img/s, "
+    lines.append(f"PyTorch {t['torch_version']} ({t['threads']} threads, {t['baseline']} forms): train {t['train_img_per_s']:.2f} img/s, "
                  f"infer {t['infer_img_per_s']:.2f} img/s → JAX/PyTorch: train "
                  f"{report['train_speedup_vs_torch']:.2f}×, infer {report['infer_speedup_vs_torch']:.2f}×")
   return "\n".join(lines)
@@ -375,6 +384,8 @@ def define_flags() -> None:
   flags.DEFINE_list("probe_sizes", ["2048", "4096"], "Square matmul sizes of the peak probe.")
   flags.DEFINE_string("json", None, "Write the figures to this JSON file.")
   flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch MMR (tools/benchmark_torch.py) in a child process.")
+  flags.DEFINE_enum("torch_baseline", "published", ["published", "spec"],
+                    "The PyTorch MMR's execution forms: the published code's, or the lean port's.")
 
 
 def main(argv) -> None:
@@ -394,7 +405,7 @@ def main(argv) -> None:
     raise app.UsageError(f"--probe_sizes must list integers, got {','.join(f.probe_sizes)}") from None
   try:
     report = benchmark(config, num_devices=f.devices, warmup=f.warmup, steps_timed=f.steps,
-                       probe_sizes=probe_sizes, compare_torch=f.compare_torch)
+                       probe_sizes=probe_sizes, compare_torch=f.compare_torch, torch_baseline=f.torch_baseline)
   except (config_lib.ConfigError, ValueError) as error:
     raise app.UsageError(str(error)) from error
   print(format_table(report))

@@ -151,3 +151,34 @@ def test_bfloat16_features_stay_close_to_float32():
     assert 1e-5 < relative < 2e-2  # Not identical (bf16 really is used), but within bf16's error.
   assert outputs["bfloat16"][2].dtype == jnp.float32
   assert float(outputs["bfloat16"][2]) == pytest.approx(float(outputs["float32"][2]), rel=2e-2)
+
+
+def test_published_torch_forms_compute_what_the_lean_port_computes():
+  """The PyTorch baseline's published execution forms cost time, not results: same features, same loss."""
+  torch = pytest.importorskip("torch")
+  sys.path.insert(0, str(ROOT / "tools"))
+  try:
+    import benchmark_torch
+    import torch_mmr
+  finally:
+    sys.path.remove(str(ROOT / "tools"))
+  torch.manual_seed(0)
+  lean_teacher = torch_mmr.ResNetTeacher("resnet18").double().eval()
+  whole_teacher = benchmark_torch.WholeNetworkTeacher("resnet18").double().eval()
+  lean_teacher.load_state_dict({k: v for k, v in whole_teacher.state_dict().items()
+                                if not k.startswith(("layer4.", "fc."))})
+  student = torch_mmr.MMRStudent(width=64, depth=1, num_heads=2, image_size=64, fpn_channels=(64, 128, 256))
+  student = student.double()
+  for p in student.parameters():  # Non-trivial LayerNorm affines, so that a lost weight or bias would show.
+    p.data.normal_(0.0, 0.5)
+  images, noise = torch.randn(2, 3, 64, 64, dtype=torch.float64), torch.rand(2, 16, dtype=torch.float64)
+  with torch.no_grad():
+    lean_features = student(images, 0.25, noise)
+    lean_loss = torch_mmr.mmr_loss(lean_teacher(images), lean_features)[0]
+    benchmark_torch.use_detectron2_layernorms(student)
+    assert any(isinstance(m, benchmark_torch.Detectron2ChannelLayerNorm) for m in student.modules())
+    published_features = student(images, 0.25, noise)
+    published_loss = benchmark_torch.published_loss(whole_teacher(images), published_features)
+  for lean, published in zip(lean_features, published_features):
+    torch.testing.assert_close(published, lean, rtol=1e-12, atol=1e-12)
+  assert float(published_loss) == pytest.approx(float(lean_loss), rel=1e-12)

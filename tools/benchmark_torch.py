@@ -1,4 +1,4 @@
-"""PyTorch baseline: the training step and inference of the independent PyTorch MMR (tools/torch_mmr.py).
+"""PyTorch baseline: the training step and inference of MMR in PyTorch, as the published code runs them.
 
     python tools/benchmark_torch.py --width=768 --depth=12 --num_heads=12 --teacher=wide_resnet50_2 \
         --image_size=224 --batch=16 --steps=3 --json=torch.json
@@ -7,6 +7,16 @@ The same work as `python -m mmr_jax.benchmark` times (which runs this script wit
 step is the teacher's forward (no grad) + the student's forward at the mask ratio, Eq. 1, backward and AdamW;
 inference is teacher + student at ratio 0 + Eq. 2 with its Gaussian smoothing (scipy, as published). Random
 weights and synthetic batches; float32, NCHW, PyTorch's default threads. Medians over --steps after --warmup.
+
+The model is the independent PyTorch MMR of tools/torch_mmr.py (the published code needs timm 0.3.2, which does
+not import on current PyTorch). `--baseline=published` (the default) gives it the published code's execution
+forms, which cost time but not results (github.com/zhangzilongc/MMR, models/MMR/MMR.py, MMR_pipeline.py):
+  * the teacher runs the whole torchvision network (layer4, pooling and fc included) and layer1..3 are read by
+    forward hooks, as `MMR_pipeline_` does with `self.cur_model(image)`;
+  * the FPN's channel LayerNorms are detectron2's hand-written mean / variance / sqrt form on NCHW maps;
+  * Eq. 1 permutes each map to NHWC, makes it contiguous and flattens it before the cosine similarity.
+`--baseline=spec` is the lean form of tools/torch_mmr.py (teacher to layer3, fused LayerNorm): what a careful
+PyTorch port would run, reported for reference.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import sys
 import time
 
 import torch
+from torch import nn
+import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import torch_mmr  # noqa: E402  (a sibling script, not a package)
@@ -35,12 +47,61 @@ def median_seconds(call, warmup: int, steps: int) -> tuple[float, list[float]]:
   return statistics.median(times), times
 
 
+class Detectron2ChannelLayerNorm(nn.Module):
+  """The published FPN's channel LayerNorm: statistics over dim 1 of NCHW, spelled out in elementwise ops."""
+
+  def __init__(self, fused: torch_mmr.ChannelLayerNorm):
+    super().__init__()
+    self.weight, self.bias, self.eps = fused.weight, fused.bias, fused.eps
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    centred = x - x.mean(1, keepdim=True)
+    normed = centred / torch.sqrt(centred.pow(2).mean(1, keepdim=True) + self.eps)
+    return self.weight[:, None, None] * normed + self.bias[:, None, None]
+
+
+def use_detectron2_layernorms(module: nn.Module) -> None:
+  for name, child in module.named_children():
+    if isinstance(child, torch_mmr.ChannelLayerNorm):
+      setattr(module, name, Detectron2ChannelLayerNorm(child))
+    else:
+      use_detectron2_layernorms(child)
+
+
+class WholeNetworkTeacher(torch_mmr.ResNetTeacher):
+  """Runs the full torchvision network (to the logits) and returns layer1..3, as forward hooks would."""
+
+  def __init__(self, arch: str):
+    super().__init__(arch, with_layer4_and_fc=True)
+
+  def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+    features = super().forward(images)
+    logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layer4(features[-1]), 1), 1))
+    del logits  # Computed and discarded, as in the published pipeline.
+    return features
+
+
+def published_loss(teacher_features, student_features) -> torch.Tensor:
+  """Eq. 1 as `each_patch_loss_function` computes it: NHWC copies flattened to rows, then the cosine."""
+  total = 0
+  for t, s in zip(teacher_features, student_features):
+    rows = lambda m: m.permute(0, 2, 3, 1).contiguous().view(-1, m.shape[1])
+    total = total + torch.mean(1 - F.cosine_similarity(rows(t), rows(s), dim=1, eps=torch_mmr.COSINE_EPS))
+  return total
+
+
 def run(args: argparse.Namespace) -> dict:
   torch.manual_seed(0)
   student = torch_mmr.MMRStudent(width=args.width, depth=args.depth, num_heads=args.num_heads,
                                  image_size=args.image_size, fpn_channels=torch_mmr.TEACHERS[args.teacher].channels,
                                  patch_size=args.patch_size, mlp_ratio=args.mlp_ratio)
-  teacher = torch_mmr.ResNetTeacher(args.teacher).eval()
+  published = args.baseline == "published" and torch_mmr.TEACHERS[args.teacher].layer4_blocks > 0
+  if published:
+    use_detectron2_layernorms(student)
+    teacher, loss_fn = WholeNetworkTeacher(args.teacher).eval(), published_loss
+  else:
+    teacher = torch_mmr.ResNetTeacher(args.teacher).eval()
+    loss_fn = lambda t, s: torch_mmr.mmr_loss(t, s)[0]
   for p in teacher.parameters():
     p.requires_grad_(False)
   optimizer = torch_mmr.adamw(student, lr=1e-4)
@@ -52,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
     with torch.no_grad():
       teacher_features = teacher(images)
     noise = torch.rand(args.batch, tokens)
-    loss, _ = torch_mmr.mmr_loss(teacher_features, student(images, args.mask_ratio, noise))
+    loss = loss_fn(teacher_features, student(images, args.mask_ratio, noise))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -66,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
 
   train_s, train_all = median_seconds(train_step, args.warmup, args.steps)
   infer_s, infer_all = median_seconds(infer, args.warmup, args.steps)
-  return {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "batch_size": args.batch,
+  return {"baseline": "published" if published else "spec", "torch_version": torch.__version__, "threads": torch.get_num_threads(), "batch_size": args.batch,
           "train_step_s": train_s, "train_step_all_s": train_all, "train_img_per_s": args.batch / train_s,
           "infer_batch_s": infer_s, "infer_batch_all_s": infer_all, "infer_img_per_s": args.batch / infer_s}
 
@@ -84,10 +145,14 @@ def main() -> None:
   parser.add_argument("--mask_ratio", type=float, default=0.4)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--baseline", default="published", choices=("published", "spec"),
+                      help="published: the published code's execution forms (see above); spec: the lean port. "
+                           "Teachers without a layer4 (resnet_micro) always run the lean form.")
   parser.add_argument("--json", help="Write the figures to this JSON file.")
   args = parser.parse_args()
   report = run(args)
-  print(f"PyTorch {report['torch_version']} ({report['threads']} threads), batch {args.batch}: "
+  print(f"PyTorch {report['torch_version']} ({report['threads']} threads), {report['baseline']} forms, "
+        f"batch {args.batch}: "
         f"train {report['train_step_s']:.3f} s/step ({report['train_img_per_s']:.2f} img/s), "
         f"infer {report['infer_batch_s']:.3f} s/batch ({report['infer_img_per_s']:.2f} img/s)")
   if args.json:

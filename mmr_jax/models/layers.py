@@ -3,9 +3,9 @@
 XLA's CPU convolution backward is slow (shared/notes/cpu-performance.md): a 1×1 convolution, a 16×16 stride-16
 patch embedding and a 2×2 stride-2 transposed convolution (non-overlapping outputs) are plain matrix products on
 reshaped tensors, on every backend. 3×3 convolutions are a real choice, made here and nowhere else: patches + one
-matmul ("im2col") or `lax.conv` ("native"). "auto" is native on every backend: on the CPU it is the faster form
-(forward and backward) once YNNPACK fusions are off, as every compiled function of a run has them
-(`training.steps.compiler_options`); with them on, the native backward is several times slower than im2col.
+matmul ("im2col") or `lax.conv` ("native"). "auto" is native on every backend: on the CPU it is the faster form,
+forward and backward, once YNNPACK's convolution fusion is off, as it is in every compiled function of a run
+(`training.steps.compiler_options`); with it on, the native backward is several times slower than im2col.
 
 Kernels are stored HWIO (kh, kw, in, out) whatever the form, so weight import has one layout per layer type.
 Every matmul takes its operands in the compute dtype and accumulates in float32 (`matmul`): with bfloat16 this
