@@ -48,7 +48,6 @@ def get_config() -> ml_collections.ConfigDict:
       root="data",
       # Subsets evaluated separately, then averaged (AeBAD-S domains, AeBAD-V videos, MVTec classes).
       subsets=("same", "background", "illumination", "view"),
-      mvtec_class="",  # mvtec: the class one model is trained on ("" with data.name == "mvtec": all 15, in turn).
       image_size=224,
       resize_size=256,  # Test: resize to this square, then centre-crop image_size (§7).
       crop_scale=(0.7, 1.0),  # Train: RandomResizedCrop (bicubic) on the original image.

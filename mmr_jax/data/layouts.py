@@ -249,7 +249,7 @@ def subset_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def train_subset(config: ml_collections.ConfigDict, subset: str | None = None) -> str:
-  """The MVTec class whose training set is read: `subset`, else data.mvtec_class, else the single data.subsets.
+  """The MVTec class whose training set is read: `subset`, else the config's single subset (one model per class).
 
   For the other datasets there is one training set, and this returns "".
   """
@@ -257,12 +257,10 @@ def train_subset(config: ml_collections.ConfigDict, subset: str | None = None) -
     return ""
   if subset:
     return subset
-  if config.data.get("mvtec_class", ""):
-    return config.data.mvtec_class
   if len(config.data.subsets) == 1:
     return config.data.subsets[0]
   raise DatasetError("MVTec AD trains one model per class: name the class with subset=..., "
-                     "--config.data.mvtec_class=CLASS or a config with a single subset (configs/mvtec.py:CLASS).")
+                     "--config.data.subsets=CLASS or configs/mvtec.py:CLASS.")
 
 
 def list_train(config: ml_collections.ConfigDict, subset: str | None = None) -> FileList:
