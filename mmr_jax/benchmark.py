@@ -367,9 +367,10 @@ def format_table(report: dict[str, Any]) -> str:
                f"{gflop(f['encoder_infer'])} (infer), FPN {gflop(f['fpn'])}, anomaly map {gflop(f['anomaly_map'])}")
   if "torch" in report:
     t = report["torch"]
-    lines.append(f"PyTorch {t['torch_version']} ({t['threads']} threads, {t['baseline']} forms): train {t['train_img_per_s']:.2f} img/s, "
-                 f"infer {t['infer_img_per_s']:.2f} img/s → JAX/PyTorch: train "
-                 f"{report['train_speedup_vs_torch']:.2f}×, infer {report['infer_speedup_vs_torch']:.2f}×")
+    lines.append(f"PyTorch {t['torch_version']} ({t['threads']} threads, {t['baseline']} forms): "
+                 f"train {t['train_img_per_s']:.2f} img/s, infer {t['infer_img_per_s']:.2f} img/s → "
+                 f"JAX/PyTorch: train {report['train_speedup_vs_torch']:.2f}×, "
+                 f"infer {report['infer_speedup_vs_torch']:.2f}×")
   return "\n".join(lines)
 
 
