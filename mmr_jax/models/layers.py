@@ -4,9 +4,8 @@ XLA's CPU convolution backward is slow (shared/notes/cpu-performance.md): a 1×1
 patch embedding and a 2×2 stride-2 transposed convolution (non-overlapping outputs) are plain matrix products on
 reshaped tensors, on every backend. 3×3 convolutions are a real choice, made here and nowhere else: patches + one
 matmul ("im2col"), `lax.conv` ("native") or Winograd's F(2×2, 3×3) as 16 matmuls ("winograd"). "auto" is
-Winograd on the CPU for convolutions of ≥ 128 channels (the FPN's three 3×3 convolutions of the paper's model,
-forward and backward at batch 16, 224²: 3.7 s against 4.9 s native and 5.7 s im2col) and native otherwise,
-and everywhere off the CPU, where the vendor libraries choose their own algorithms.
+Winograd on the CPU (the FPN's three 3×3 convolutions, forward and backward at batch 16, 224²: 3.7 s against
+4.9 s native and 5.7 s im2col) and native elsewhere, where the vendor libraries choose their own algorithms.
 The native form is fast on the CPU only with YNNPACK's convolution fusion off, as it is in every compiled
 function of a run (`training.steps.compiler_options`).
 
@@ -25,19 +24,12 @@ Dtype = Any
 CONV3X3_FORMS = ("auto", "im2col", "native", "winograd")
 
 
-# "auto" uses Winograd from this many input channels: below it (the test and demo models) the convolutions are
-# cheap, and Winograd's larger programs only add compile time.
-WINOGRAD_MIN_CHANNELS = 128
-
-
-def conv3x3_form(form: str, in_channels: int) -> str:
-  """The form a config's `model.conv3x3` stands for at this width: "auto" is Winograd on the CPU for wide
-  convolutions, native otherwise."""
+def conv3x3_form(form: str) -> str:
+  """The form a config's `model.conv3x3` stands for: "auto" is Winograd on the CPU, native elsewhere."""
   if form not in CONV3X3_FORMS:
     raise ValueError(f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {form!r}")
   if form == "auto":
-    wide = in_channels >= WINOGRAD_MIN_CHANNELS
-    return "winograd" if jax.default_backend() == "cpu" and wide else "native"
+    return "winograd" if jax.default_backend() == "cpu" else "native"
   return form
 
 
@@ -101,7 +93,7 @@ class Conv3x3(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", nn.initializers.kaiming_normal(), (3, 3, x.shape[-1], self.features))
-    form = conv3x3_form(self.form, x.shape[-1])
+    form = conv3x3_form(self.form)
     if form == "winograd":
       return winograd_conv3x3(x, kernel, self.dtype).astype(self.dtype)
     x = x.astype(self.dtype)
