@@ -13,10 +13,7 @@ synthetic and already on the device; each figure is the median over `--steps` ti
 FLOPs are counted analytically from the config (matmuls and convolutions, a multiply-add = 2 FLOPs); a training
 image costs the teacher's forward plus 3× the student's forward (its backward counted as 2× the forward). The
 fraction of peak divides the achieved FLOP/s by the best large-matmul rate measured in the same process, in
-float32 and in bfloat16 with float32 accumulation. The 3×3 convolutions count as direct convolutions whatever
-their form: in the Winograd form (the CPU's default, models/layers.py) they execute 4/9 of those multiplies, so
-FLOP/s and fractions of peak are effective rates, as convolution benchmarks conventionally report them.
-Imports nothing from `mmr_jax.data` (TensorFlow-free).
+float32 and in bfloat16 with float32 accumulation. Imports nothing from `mmr_jax.data` (TensorFlow-free).
 """
 
 from __future__ import annotations

