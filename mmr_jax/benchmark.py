@@ -255,7 +255,7 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
 
 
 def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int,
-                  baseline: str = "published") -> dict[str, float] | None:
+                  baseline: str) -> dict[str, float] | None:
   """Runs tools/benchmark_torch.py on the same setting in a child process: the PyTorch MMR with the published
   code's execution forms (`baseline="published"`) or the lean port ("spec"); see that script."""
   if importlib.util.find_spec("torch") is None or not TORCH_SCRIPT.exists():

@@ -40,10 +40,6 @@ def unstack(tree: Any, index: int) -> Any:
   return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
-def all_finite(tree: Any) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
-
-
 def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
   """XLA options of the compiled functions below, for the mesh's backend.
 
