@@ -33,4 +33,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from mmr_jax import runtime
+  runtime.relaunch_with_malloc_tunables()
   app.run(main)

@@ -42,6 +42,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from mmr_jax import config as config_lib
+from mmr_jax import runtime
 from mmr_jax.models import layers
 from mmr_jax.models import mmr
 from mmr_jax.models import resnet
@@ -307,6 +308,7 @@ def benchmark(config: ml_collections.ConfigDict, *, num_devices: int | None = No
       "host_cpus": os.cpu_count(),
       "jax_version": jax.__version__,
       "python": platform.python_version(),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # Set by runtime.relaunch_with_malloc_tunables.
       "config": {
           "student": f"ViT-{config.model.vit.size}/{config.model.vit.patch_size}",
           "width": config.model.vit.width, "depth": config.model.vit.depth,
@@ -349,7 +351,7 @@ def format_table(report: dict[str, Any]) -> str:
       f"{c['student']} (width {c['width']}, depth {c['depth']}) + {c['teacher']}, {c['image_size']}², batch "
       f"{c['batch_size']} × {c['num_seeds']} seed(s), {c['compute_dtype']}, conv3x3 {c['conv3x3']}",
       f"{report['num_devices']} × {report['device_kind']} ({report['platform']}, {report['host_cpus']} host CPUs), "
-      f"jax {report['jax_version']}",
+      f"jax {report['jax_version']}, GLIBC_TUNABLES={report['glibc_tunables'] or '(unset)'}",
       f"matmul peak: f32 {gflop(report['peak_f32_flop_per_s'])} GFLOP/s, bf16→f32 "
       f"{gflop(report['peak_bf16_flop_per_s'])} GFLOP/s",
       "",
@@ -418,5 +420,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  runtime.relaunch_with_malloc_tunables()
   define_flags()
   app.run(main)

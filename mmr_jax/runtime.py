@@ -1,9 +1,26 @@
-"""Process-wide JAX settings of the entry points."""
+"""Process-wide settings of the entry points: the compilation cache, and the host allocator XLA:CPU runs on."""
 
+import importlib.metadata
+import importlib.util
 import os
 import pathlib
+import platform
+import sys
+from typing import Mapping
 
 import jax
+
+# glibc's malloc settings for XLA:CPU. A compiled step mallocs its temporary buffers (GiBs at the paper's
+# configuration) and glibc serves blocks that large as fresh mmaps, unmapped again on free: every step
+# page-faults its whole working set anew, 4 KiB at a time (≈ 930k minor faults and 6 s of kernel time per
+# training step on a 2-core machine). Transparent huge pages on that memory make it 512× fewer faults: 22.3 →
+# 19.5 s per training batch, 11.8 → 9.6 s per inference batch at the paper's configuration. Keeping freed
+# memory in the heap instead (arena_max=1, mmap_max=0, no trim) saved no more within the noise, and kept peak
+# memory at the sum of all programs' buffers (9.9 GiB instead of 6.4).
+MALLOC_TUNABLES = {"glibc.malloc.hugetlb": "1"}
+# Set to 0 to keep the allocator as it is. The second variable marks a relaunched process: never twice.
+MALLOC_TUNING_VARIABLE = "MMR_JAX_MALLOC_TUNING"
+RELAUNCHED_VARIABLE = "MMR_JAX_RELAUNCHED"
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None,
@@ -17,3 +34,43 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None,
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return directory
+
+
+def computes_on_cpu(environ: Mapping[str, str] = os.environ) -> bool:
+  """Whether JAX will pick its CPU backend, decided without starting a backend: JAX_PLATFORMS names it first,
+  or is unset and no accelerator plugin (CUDA, ROCm, TPU) is installed."""
+  platforms = environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip() == "cpu"
+  if importlib.util.find_spec("libtpu") is not None:
+    return False
+  if importlib.metadata.entry_points(group="jax_plugins"):
+    return False
+  namespace = importlib.util.find_spec("jax_plugins")
+  return namespace is None or not list(namespace.submodule_search_locations or [])
+
+
+def malloc_tuned_environment(environ: Mapping[str, str], *, libc: str, on_cpu: bool) -> dict[str, str] | None:
+  """The environment to relaunch with: `environ` plus the MALLOC_TUNABLES that GLIBC_TUNABLES lacks (a value
+  the user set is kept). None where nothing is to be done: set already, opted out, not glibc, not the CPU."""
+  if (libc != "glibc" or not on_cpu or environ.get(RELAUNCHED_VARIABLE)
+      or environ.get(MALLOC_TUNING_VARIABLE, "1") == "0"):
+    return None
+  current = environ.get("GLIBC_TUNABLES", "")
+  named = {item.split("=", 1)[0] for item in current.split(":") if "=" in item}
+  missing = [f"{name}={value}" for name, value in MALLOC_TUNABLES.items() if name not in named]
+  if not missing:
+    return None
+  return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, [current, *missing])), RELAUNCHED_VARIABLE: "1"}
+
+
+def relaunch_with_malloc_tunables() -> None:
+  """Re-executes this program (same interpreter and command line) with MALLOC_TUNABLES, which glibc reads only
+  at process start; returns at once where `malloc_tuned_environment` says there is nothing to do. Call it first
+  in an entry point's main, before any work that a relaunch would repeat."""
+  environment = malloc_tuned_environment(os.environ, libc=platform.libc_ver()[0], on_cpu=computes_on_cpu())
+  if environment is None:
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, environment)
