@@ -258,7 +258,8 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
 def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int,
                   baseline: str) -> dict[str, float] | None:
   """Runs tools/benchmark_torch.py on the same setting in a child process: the PyTorch MMR with the published
-  code's execution forms (`baseline="published"`) or the lean port ("spec"); see that script."""
+  code's execution forms (`baseline="published"`) or the lean port ("spec"); see that script. The child inherits
+  this process's environment, GLIBC_TUNABLES included: both frameworks run on the same allocator settings."""
   if importlib.util.find_spec("torch") is None or not TORCH_SCRIPT.exists():
     print("--compare_torch: PyTorch or tools/benchmark_torch.py is not available; skipping the comparison")
     return None
