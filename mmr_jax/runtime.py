@@ -67,7 +67,8 @@ def malloc_tuned_environment(environ: Mapping[str, str], *, libc: str, on_cpu: b
 def relaunch_with_malloc_tunables() -> None:
   """Re-executes this program (same interpreter and command line) with MALLOC_TUNABLES, which glibc reads only
   at process start; returns at once where `malloc_tuned_environment` says there is nothing to do. Call it first
-  in an entry point's main, before any work that a relaunch would repeat."""
+  thing in an entry point's `if __name__ == "__main__":` block, never from library code: it replaces the
+  calling process."""
   environment = malloc_tuned_environment(os.environ, libc=platform.libc_ver()[0], on_cpu=computes_on_cpu())
   if environment is None:
     return
