@@ -11,6 +11,7 @@ from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "The training run's workdir (results are written there).", required=True)
 flags.DEFINE_string("checkpoint", None, "Student weights to evaluate instead of the workdir's last checkpoint.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-host GPU).")
 config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/aebad_s.py.", lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -18,6 +19,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO.
+  import jax
+  if FLAGS.multihost:
+    jax.distributed.initialize()
   from mmr_jax import runtime
   runtime.enable_compilation_cache()
   from mmr_jax import config as config_lib

@@ -29,11 +29,13 @@ def predict_subset(config: ml_collections.ConfigDict, subset: str, params: Any, 
   maps, scores, masks, labels, names, images = [], [], [], [], [], []
   batch_sharding = sharding.batch_sharding(mesh)
   keep_images = config.eval.num_heatmaps
+  # Every host reads each whole batch (test sets are small) and places the rows its own devices hold; the
+  # maps come back whole on every host.
   for batch in pipeline.eval_batches(config, subset):
     valid = batch["valid"]
-    local_images = jax.device_put(batch["image"], batch_sharding)
-    teacher_features = tuple(f[0] for f in teacher_fn(teacher_params, local_images[None]))
-    batch_maps, batch_scores = jax.device_get(anomaly_fn(params, local_images, teacher_features))
+    batch_images = jax.device_put(batch["image"], batch_sharding)
+    teacher_features = tuple(f[0] for f in teacher_fn(teacher_params, batch_images[None]))
+    batch_maps, batch_scores = sharding.to_host(anomaly_fn(params, batch_images, teacher_features))
     maps.append(batch_maps[:, valid])
     scores.append(batch_scores[:, valid])
     masks.append(batch["mask"][valid])

@@ -1,10 +1,12 @@
 """Real training on a tiny generated AeBAD-like dataset: a run and its reports, a resume after SIGKILL that ends
-identical to the uninterrupted run, K seeds in one program equal to K one-seed runs, sharding over 8 devices."""
+identical to the uninterrupted run, K seeds in one program equal to K one-seed runs, sharding over 8 devices,
+two processes joined as two hosts."""
 
 import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -178,3 +180,49 @@ def test_sharded_step_on_8_devices_equals_one_device(data_root, compilation_cach
   result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(data_root)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0 and "sharded-ok" in result.stdout, result.stderr[-3000:]
+
+
+MULTIHOST_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    data_root, port, process_id, out = sys.argv[1:5]
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(process_id))
+    from tests.test_training import tiny_config, train_epoch_and_predict
+    assert jax.process_count() == 2 and jax.device_count() == 2 and jax.local_device_count() == 1
+    losses, maps = train_epoch_and_predict(tiny_config(data_root))
+    np.savez(f"{out}/process{process_id}.npz", losses=losses, maps=maps)
+""")
+
+
+def train_epoch_and_predict(config):
+  """One epoch of training steps at lr 1e-3 from the initial state, then the maps of the 'same' test subset."""
+  run = trainer.Run(config)
+  state, losses = run.initial_state(), []
+  for images in run.global_batch(1):
+    state, metrics = run.train_step(state, images, run.teacher_fn(run.teacher_params, images), 1e-3)
+    losses.append(float(metrics["loss"][0]))
+  return np.asarray(losses), predict(run, state.params).maps
+
+
+def test_two_hosts_train_and_evaluate_as_one(data_root, tmp_path):
+  """Two processes joined by jax.distributed, one CPU device each, as two hosts are: each feeds its half of every
+  training batch, and each receives the whole test maps. Both equal what one process computes."""
+  with socket.socket() as free:
+    free.bind(("localhost", 0))
+    port = free.getsockname()[1]
+  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  hosts = [subprocess.Popen([sys.executable, "-c", MULTIHOST_SCRIPT, str(data_root), str(port), str(i), str(tmp_path)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    errors = [host.communicate(timeout=600)[1] for host in hosts]
+  finally:
+    for host in hosts:
+      host.kill()
+  assert [host.returncode for host in hosts] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+  losses, maps = train_epoch_and_predict(tiny_config(data_root))
+  for i in range(2):
+    host = np.load(tmp_path / f"process{i}.npz")
+    np.testing.assert_allclose(host["losses"], losses, rtol=1e-5)
+    # As in test_seeds_in_one_program_equal_separate_runs: AdamW turns rounding noise into parameter steps.
+    np.testing.assert_allclose(host["maps"], maps, rtol=1e-4, atol=1e-5)

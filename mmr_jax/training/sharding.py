@@ -5,6 +5,7 @@ each host feeds its own slice of every global batch (`put_global_batch`).
 """
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -43,3 +44,13 @@ def put_global_batch(local: np.ndarray, sharding: NamedSharding, batch_axis: int
   global_shape = list(local.shape)
   global_shape[batch_axis] *= jax.process_count()
   return jax.make_array_from_process_local_data(sharding, local, tuple(global_shape))
+
+
+def to_host(tree):
+  """Global arrays → NumPy values, whole on every host. `jax.device_get` cannot read shards that another host
+  holds; those are all-gathered across the processes first."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+  return jax.tree_util.tree_map(fetch, tree)
