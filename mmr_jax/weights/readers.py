@@ -1,7 +1,7 @@
 """Reading and writing flat state dicts ({name: array}) from .npz, .safetensors and PyTorch .pth/.pt/.bin files.
 
-Names and layouts are left as the file has them (PyTorch's); `names.py` maps them onto the Flax trees. Only the
-.pth reader needs torch, and it is imported only when such a file is read.
+Names and layouts are left as the file has them (PyTorch's); `names.py` maps them onto the Flax trees. None of
+the readers needs PyTorch: `torch_format.py` reads torch.save files (both formats) with a restricted unpickler.
 """
 
 import json
@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from mmr_jax.weights import torch_format
 from mmr_jax.weights.errors import WeightsError
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -124,28 +125,15 @@ def _read_safetensors_widening(path: pathlib.Path) -> StateDict:
 
 
 def _read_torch(path: pathlib.Path) -> StateDict:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise WeightsError(
-        f"reading {path} needs PyTorch, which is not installed. Install it with `pip install -e .[torch]`, or "
-        "convert the file to .safetensors/.npz on a machine that has torch (python -m mmr_jax.weights.fetch "
-        "converts catalog files to .npz) and give that file instead.") from None
-  try:
-    loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-  except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files.
-    raise WeightsError(f"torch.load could not read {path} ({type(error).__name__}: {error}). The file is "
-                       "incomplete or corrupt, or holds more than tensors: download or save it again.") from None
+  loaded = torch_format.load(path)
   state = _unwrap(loaded)
   if not isinstance(state, Mapping):
     raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict.")
-  not_tensors = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
+  not_tensors = [str(name) for name, value in state.items() if not isinstance(value, np.ndarray)]
   if not_tensors:
     raise WeightsError(f"{path}: the state dict has entries that are not tensors: {', '.join(not_tensors[:10])}"
                        f"{' ...' if len(not_tensors) > 10 else ''}. Save the model's state_dict() alone.")
-  # NumPy has no bfloat16: widen it to float32 (exact).
-  return {name: (value.float() if value.dtype == torch.bfloat16 else value).detach().cpu().numpy()
-          for name, value in state.items()}
+  return dict(state)
 
 
 def _unwrap(loaded):
