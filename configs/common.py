@@ -2,7 +2,7 @@
 
 Per-dataset configs import `get_config()` from here and override only what differs. Every key that a run may
 use exists here, so that `mmr_jax.config.validate` can reject unknown keys and bad values on the command line.
-Facts follow `shared/spec/mmr-behaviour.md`; section numbers below refer to it.
+Facts follow `docs/spec.md`; section numbers below refer to it.
 """
 
 import ml_collections
@@ -61,6 +61,12 @@ def get_config() -> ml_collections.ConfigDict:
       tfds_data_dir="",  # Where TFDS prepares its copy ("": DATA_ROOT/tensorflow_datasets).
       cache=True,  # Keep decoded images in memory (the datasets are small).
       shuffle_buffer=0,  # 0: shuffle the whole training set each epoch.
+      # 0: an epoch is one pass over the training set (published). N: as many passes as reach N images, each
+      # with its own order and augmentation (configs/folder.py, for small sets of one's own).
+      min_epoch_images=0,
+      # 0: keep the decoded originals (published). N: shrink images whose longer side exceeds N pixels once, at
+      # decoding (antialiased; masks alike), so that large photographs fit in memory and resample fast.
+      max_image_side=0,
       # True: generate the embedded AeBAD-like dataset under root if it is absent (configs/synthetic.py).
       synthetic=False,
       synthetic_seed=0,

@@ -45,7 +45,9 @@ from mmr_jax import config as config_lib
 from mmr_jax import runtime
 from mmr_jax.models import layers
 from mmr_jax.models import mmr
+from mmr_jax.models import efficientnet
 from mmr_jax.models import resnet
+from mmr_jax.models import teachers
 from mmr_jax.models import vit
 from mmr_jax.training import init
 from mmr_jax.training import optimizer
@@ -64,8 +66,16 @@ def conv_flops(out_h: int, out_w: int, kernel: int, in_channels: int, out_channe
   return 2 * out_h * out_w * kernel * kernel * in_channels * out_channels
 
 
-def teacher_flops(spec: resnet.TeacherSpec, image_size: int) -> int:
-  """ResNet stem + layer1..layer3 convolutions (BatchNorm, ReLU and pooling are not matmuls)."""
+def teacher_flops(spec: teachers.Spec, image_size: int) -> int:
+  """The teacher's convolutions up to its third feature map (BatchNorm, activations and pooling are not
+  matmuls)."""
+  if isinstance(spec, efficientnet.EfficientNetLiteSpec):
+    return efficientnet_flops(spec, image_size)
+  return resnet_flops(spec, image_size)
+
+
+def resnet_flops(spec: resnet.ResNetSpec, image_size: int) -> int:
+  """ResNet stem + layer1..layer3."""
   size = (image_size + 2 * 3 - 7) // 2 + 1  # 7×7 s2 p3 stem.
   flops = conv_flops(size, size, 7, 3, spec.stem_width)
   size = (size + 2 * 1 - 3) // 2 + 1  # 3×3 s2 p1 max-pool.
@@ -84,6 +94,22 @@ def teacher_flops(spec: resnet.TeacherSpec, image_size: int) -> int:
       if stride != 1 or channels != out:
         flops += conv_flops(out_size, out_size, 1, channels, out)
       size, channels = out_size, out
+  return flops
+
+
+def efficientnet_flops(spec: efficientnet.EfficientNetLiteSpec, image_size: int) -> int:
+  """Stem and the blocks up to the stride-16 features ('SAME' padding: output size = ceil(input / stride))."""
+  size = -(-image_size // 2)
+  flops = conv_flops(size, size, 3, 3, efficientnet.STEM_WIDTH)
+  blocks = spec.blocks()[:spec.feature_block_indices()[-1] + 1]
+  for block in blocks:
+    hidden = block.in_channels * block.expansion
+    out_size = -(-size // block.stride)
+    if block.expansion != 1:
+      flops += conv_flops(size, size, 1, block.in_channels, hidden)
+    flops += conv_flops(out_size, out_size, block.kernel, 1, hidden)  # Depthwise: one input channel per output.
+    flops += conv_flops(out_size, out_size, 1, hidden, block.out_channels)
+    size = out_size
   return flops
 
 
@@ -120,7 +146,7 @@ def anomaly_map_flops(image_size: int, feature_sizes: tuple[int, ...]) -> int:
 def analytic_flops(config: ml_collections.ConfigDict) -> dict[str, float]:
   """Per-image forward FLOPs of each part, and the totals of one training and one inference image."""
   model, size = config.model, config.data.image_size
-  spec = resnet.teacher_spec(model.teacher)
+  spec = teachers.spec(model.teacher)
   v = model.vit
   grid = size // v.patch_size
   tokens = grid * grid

@@ -7,7 +7,7 @@ Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when
 import ml_collections
 
 from mmr_jax.models import layers
-from mmr_jax.models import resnet
+from mmr_jax.models import teachers
 
 DATASETS = ("aebad_s", "aebad_v", "mvtec", "folder")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -22,8 +22,22 @@ def _require(condition: bool, message: str) -> None:
     raise ConfigError(message)
 
 
+def _split_comma_lists(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """`--config.data.subsets=same,view` arrives as the one-string tuple ("same,view",): split such strings, so
+  that the comma form means what it says (numbers in tuples are already parsed so by ml_collections)."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      _split_comma_lists(value, f"{prefix}{key}.")
+    elif isinstance(value, tuple) and value and all(isinstance(item, str) for item in value):
+      parts = tuple(part.strip() for item in value for part in item.split(","))
+      if parts != value:
+        _require(all(parts), f"{prefix}{key} has an empty entry in {','.join(value)!r}; list names as a,b,c")
+        config[key] = parts
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad key; returns the config (locked) otherwise."""
+  _split_comma_lists(config)
   _require(isinstance(config.seed, int) and config.seed >= 0, f"seed must be a non-negative int, got {config.seed!r}")
   _require(config.num_seeds >= 1, f"num_seeds must be ≥ 1, got {config.num_seeds}")
   _require(config.num_epochs >= 0, f"num_epochs must be ≥ 0, got {config.num_epochs}")
@@ -35,6 +49,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   data = config.data
   _require(data.name in DATASETS, f"data.name must be one of {DATASETS}, got {data.name!r}")
+  _require(bool(data.root), "data.root is empty: pass --config.data.root=DIR, the folder that holds the dataset")
   _require(len(data.subsets) >= 1, "data.subsets must name at least one test subset")
   size, patch = data.image_size, config.model.vit.patch_size
   _require(size > 0 and size % patch == 0,
@@ -44,14 +59,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(0 < low <= high <= 1, f"data.crop_scale must satisfy 0 < low ≤ high ≤ 1, got {tuple(data.crop_scale)}")
   _require(0 < data.crop_ratio[0] <= data.crop_ratio[1], f"data.crop_ratio must be increasing and positive")
   _require(0 <= data.hflip_prob <= 1, f"data.hflip_prob must lie in [0, 1], got {data.hflip_prob}")
+  _require(data.min_epoch_images >= 0, f"data.min_epoch_images must be ≥ 0, got {data.min_epoch_images}")
+  _require(data.max_image_side == 0 or data.max_image_side >= data.resize_size,
+           f"data.max_image_side ({data.max_image_side}) must be 0 (keep the originals) or ≥ data.resize_size "
+           f"({data.resize_size}), so that no image is shrunk below what the test resize needs")
 
   model = config.model
   vit = model.vit
   _require(vit.width % vit.num_heads == 0,
            f"model.vit.width ({vit.width}) must be divisible by model.vit.num_heads ({vit.num_heads})")
   _require(vit.width % 4 == 0, f"model.vit.width must be a multiple of 4 (2-D sin-cos table), got {vit.width}")
-  _require(model.teacher in resnet.TEACHERS,
-           f"model.teacher must be one of {tuple(resnet.TEACHERS)}, got {model.teacher!r}")
+  _require(model.teacher in teachers.TEACHERS,
+           f"model.teacher must be one of {tuple(teachers.TEACHERS)}, got {model.teacher!r}")
   _require(0 <= model.mask_ratio < 1, f"model.mask_ratio must lie in [0, 1), got {model.mask_ratio}")
   _require(model.compute_dtype in COMPUTE_DTYPES,
            f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {model.compute_dtype!r}")

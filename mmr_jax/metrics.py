@@ -1,4 +1,4 @@
-"""Evaluation metrics (spec §8): image AUROC, pixel AUROC, the PRO as the published code computes it, and the
+"""Evaluation metrics (docs/spec.md §8): image AUROC, pixel AUROC, the PRO as the published code computes it, and the
 standard AUPRO of the MVTec AD evaluation code.
 
 Everything is NumPy on the host and sort-based: no per-threshold loops over pixels, so a subset of a few hundred
@@ -51,7 +51,7 @@ def _as_binary(values: Any, name: str, shape: Optional[tuple[int, ...]] = None) 
     if not ((values == 0) | (values == 1)).all():
       found = np.unique(values)[:5]
       raise ValueError(f"{name} must be binary (0/1); found values such as {found}. Binarise them first "
-                       "(the data pipeline keeps only pixels equal to the mask's maximum, spec §7).")
+                       "(the data pipeline keeps only pixels equal to the mask's maximum, docs/spec.md §7).")
     values = values.astype(bool)
   return values
 
@@ -175,7 +175,7 @@ def _published_pro_of_image(amap: np.ndarray, mask: np.ndarray) -> tuple[float, 
 
 
 def pro_published(maps: Any, masks: Any, labels: Any) -> tuple[np.ndarray, float]:
-  """The PRO as the published MMR code computes it (spec §8); not the standard AUPRO (see `aupro`).
+  """The PRO as the published MMR code computes it (docs/spec.md §8); not the standard AUPRO (see `aupro`).
 
   For each anomalous image on its own: thresholds `np.arange(min, max, (max − min)/200)` of its map; at each,
   binary = map > t, PRO = mean over its 8-connected ground-truth regions of TP/area, FPR = FP / its normal
@@ -200,7 +200,7 @@ def pro_published(maps: Any, masks: Any, labels: Any) -> tuple[np.ndarray, float
   empty = [int(i) for i in anomalous if not masks[i].any()]
   if empty:
     raise ValueError(f"images {empty[:10]} are labelled anomalous but their masks are empty; an image whose "
-                     "mask is empty counts as normal (spec §7): give it label 0.")
+                     "mask is empty counts as normal (docs/spec.md §7): give it label 0.")
 
   per_image = np.empty(anomalous.size)
   degenerate = []
@@ -301,7 +301,7 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
 
 def subset_metrics(maps: Any, masks: Any, labels: Any, scores: Any, has_masks: bool = True,
                    fpr_limit: float = 0.3) -> dict[str, Optional[float]]:
-  """The reported metrics of one test subset (spec §8): image AUROC, pixel AUROC, published PRO, AUPRO.
+  """The reported metrics of one test subset (docs/spec.md §8): image AUROC, pixel AUROC, published PRO, AUPRO.
 
   Pixel metrics are None when `has_masks` is False (AeBAD-V; maps and masks may then be None). "pro" is NaN
   when an anomalous image is degenerate (see `pro_published`).

@@ -1,4 +1,4 @@
-"""Proof of equality with a PyTorch MMR (shared/spec/parity-format.md).
+"""Proof of equality with a PyTorch MMR (docs/parity-format.md).
 
     python -m mmr_jax.parity --weights W.npz --reference R.npz [--json OUT.json] [--num-heads N]
 
@@ -41,7 +41,7 @@ class Tolerance:
     return (rel if self.kind == "rel" else max_abs) <= self.value
 
 
-# Float32-honest tolerances (parity-format.md); the first matching prefix wins.
+# Float32-honest tolerances (docs/parity-format.md); the first matching prefix wins.
 TOLERANCES = (
     ("grad/", Tolerance("rel", 1e-3)),
     ("post_step/", Tolerance("rel", 1e-4)),
@@ -108,7 +108,7 @@ def build_models(weights_path: str, image_size: tuple[int, int], num_heads: int 
   teacher_state = readers.read_state_dict(weights_path, prefix="teacher/")
   vit = names.infer_vit(student_state)
   teacher_arch = names.infer_teacher(teacher_state)
-  spec = resnet.TeacherSpec(block=teacher_arch["block"], stage_sizes=tuple(teacher_arch["stage_sizes"]),
+  spec = resnet.ResNetSpec(block=teacher_arch["block"], stage_sizes=tuple(teacher_arch["stage_sizes"]),
                             stem_width=teacher_arch["stem_width"], planes=tuple(teacher_arch["planes"]),
                             mid_multiplier=teacher_arch["mid_multiplier"])
   heads = num_heads or max(vit["width"] // 64, 1)

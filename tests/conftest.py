@@ -1,9 +1,26 @@
 """Test-session settings: compiled programs are cached on disk for the session, so tests that build the same
-functions again (a resumed run, a second evaluation) load them instead of compiling them again."""
+functions again (a resumed run, a second evaluation) load them instead of compiling them again; converted
+weights go to a session folder, never to the user's cache."""
+
+import os
 
 import pytest
 
 from mmr_jax import runtime
+from mmr_jax.weights import fetch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache(tmp_path_factory):
+  """$MMR_JAX_CACHE for the session (subprocesses inherit it)."""
+  folder = tmp_path_factory.mktemp("weights_cache")
+  previous = os.environ.get(fetch.CACHE_ENV)
+  os.environ[fetch.CACHE_ENV] = str(folder)
+  yield folder
+  if previous is None:
+    os.environ.pop(fetch.CACHE_ENV, None)
+  else:
+    os.environ[fetch.CACHE_ENV] = previous
 
 
 @pytest.fixture(scope="session", autouse=True)

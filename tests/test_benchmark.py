@@ -25,7 +25,7 @@ from mmr_jax import benchmark
 from mmr_jax import objectives
 from mmr_jax import sweep
 from mmr_jax.models import mmr
-from mmr_jax.models import resnet
+from mmr_jax.models import teachers
 from mmr_jax.training import sharding
 from mmr_jax.training import steps
 
@@ -60,7 +60,7 @@ def test_vit_b16_flops_match_published_counts(visible_tokens, published_gflop):
 
 def test_wide_resnet50_2_flops_to_layer3_match_published_count():
   # torchvision's 11.4 GMAC for the whole network, less layer4 and fc (2.2 GMAC): 18.4 GFLOP.
-  flops = benchmark.teacher_flops(resnet.teacher_spec("wide_resnet50_2"), 224)
+  flops = benchmark.teacher_flops(teachers.spec("wide_resnet50_2"), 224)
   assert flops / 1e9 == pytest.approx(18.4, rel=0.02)
 
 

@@ -1,6 +1,7 @@
 """tf.data pipelines: shapes, normalisation, determinism, host sharding, masks, padding, TFDS, PIL agreement."""
 
 import math
+import shutil
 import subprocess
 import sys
 
@@ -233,3 +234,48 @@ def test_importing_the_package_does_not_import_tensorflow():
   code = ("import sys, mmr_jax.data as d; d.DatasetError; d.has_masks; d.denormalize; "
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=fx.REPO)
+
+
+def test_min_epoch_images_repeats_a_small_set_with_fresh_augmentation(tmp_path):
+  config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path, train=5))
+  one_pass = _epoch(config, 2, seed=3)
+  assert len(one_pass) == 4  # 5 images, batch 2, one pass (the published epoch).
+  config.data.min_epoch_images = 12
+  assert pipeline.passes_per_epoch(5, 12) == 3 and pipeline.steps_per_epoch(config) == 7  # 15 crops // 2.
+  repeated = _epoch(config, 2, seed=3)
+  assert len(repeated) == 14
+  # The first pass is the published epoch; later passes reuse the images with other orders and crops.
+  np.testing.assert_array_equal(repeated[:4], one_pass)
+  order = pipeline.epoch_order(5, seed=3, epoch=2, passes=3)
+  assert sorted(order.tolist()) == sorted(list(range(5)) * 3)
+  assert not np.array_equal(order[:5], order[5:10])
+  # A set already larger than min_epoch_images is passed over once.
+  assert pipeline.passes_per_epoch(400, 320) == 1
+
+
+def test_max_image_side_shrinks_large_images_and_their_masks_once(tmp_path):
+  root = fx.make_folder(tmp_path / "part")
+  Image.new("RGB", (300, 120), (10, 200, 30)).save(root / "test" / "scratch" / "s0.png")
+  mask = np.zeros((120, 300), np.uint8)
+  mask[30:60, 100:160] = 255
+  Image.fromarray(mask).save(root / "ground_truth" / "scratch" / "s0_mask.png")
+  config = fx.config_for("folder", root, max_image_side=100)
+  split = pipeline.sources.test_set(config, root.name, keep_pixels=True)
+  index = [e.name for e in split.examples].index("test/scratch/s0.png")
+  image, shrunk_mask, _ = split.load(index)
+  assert image.shape == (40, 100, 3) and shrunk_mask.shape == (40, 100)
+  assert set(np.unique(shrunk_mask)) == {0, 255}  # Nearest neighbour: still binary.
+  assert shrunk_mask[10:20, 34:53].all() and not shrunk_mask[:9].any()
+  # Images already within the limit are left as decoded.
+  small = pipeline.sources.train_set(config)
+  assert all(max(shape) <= 100 for shape in small.shapes)
+
+
+def test_folder_without_ground_truth_has_image_labels_only(tmp_path):
+  root = fx.make_folder(tmp_path / "part")
+  shutil.rmtree(root / "ground_truth")
+  config = fx.config_for("folder", root)
+  assert not pipeline.has_masks(config)
+  batches = list(pipeline.eval_batches(config, root.name))
+  labels = np.concatenate([b["label"][b["valid"]] for b in batches])
+  assert sorted(labels.tolist()) == [0, 0, 1, 1]  # By folder: no mask can empty a label.

@@ -1,4 +1,4 @@
-"""Metrics against scikit-learn and against deliberately naive, loop-based references written from spec §8."""
+"""Metrics against scikit-learn and against deliberately naive, loop-based references written from docs/spec.md §8."""
 
 import statistics
 

@@ -11,6 +11,7 @@ from mmr_jax.models import layers
 from mmr_jax.models import mmr
 from mmr_jax.models import posembed
 from mmr_jax.models import resnet
+from mmr_jax.models import teachers
 from mmr_jax.models import vit
 
 SIZE = 64
@@ -19,7 +20,7 @@ PATCH = 16
 
 @functools.lru_cache(maxsize=None)
 def micro_student(pretrain_grid: int = SIZE // PATCH) -> mmr.Student:
-  return mmr.Student(width=128, depth=2, num_heads=2, out_channels=resnet.TEACHERS["resnet_micro"].out_channels,
+  return mmr.Student(width=128, depth=2, num_heads=2, out_channels=teachers.TEACHERS["resnet_micro"].out_channels,
                      pretrain_grid=pretrain_grid)
 
 
@@ -100,7 +101,7 @@ def test_bicubic_resize_is_pytorchs_kernel():
        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1, ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
   np.testing.assert_allclose(matrix[0, :2], [w[0] + w[1] + w[2], w[3]], atol=1e-12)
   np.testing.assert_array_equal(posembed.torch_bicubic_matrix(5, 5), np.eye(5))
-  # A resized sin-cos table is not a sin-cos table: it overshoots past ±1 (spec §1).
+  # A resized sin-cos table is not a sin-cos table: it overshoots past ±1 (docs/spec.md §1).
   resized = posembed.encoder_table(768, 14, 20, 20)
   assert resized.shape == (400, 768) and np.abs(resized).max() > 1.0
 
@@ -123,10 +124,10 @@ def test_conv3x3_forms_agree():
 
 
 def test_teacher_feature_shapes_follow_torchvision_strides():
-  spec = resnet.TEACHERS["resnet_micro"]
+  spec = teachers.TEACHERS["resnet_micro"]
   teacher = resnet.ResNetFeatures(spec)
   shapes = jax.eval_shape(lambda k: teacher.init_with_output(k, jnp.zeros((1, 64, 64, 3)))[0], jax.random.key(0))
   assert [s.shape for s in shapes] == [(1, 16, 16, 16), (1, 8, 8, 32), (1, 4, 4, 64)]
-  wide = resnet.ResNetFeatures(resnet.TEACHERS["wide_resnet50_2"])
+  wide = resnet.ResNetFeatures(teachers.TEACHERS["wide_resnet50_2"])
   shapes = jax.eval_shape(lambda k: wide.init_with_output(k, jnp.zeros((1, 224, 224, 3)))[0], jax.random.key(0))
   assert [s.shape for s in shapes] == [(1, 56, 56, 256), (1, 28, 28, 512), (1, 14, 14, 1024)]

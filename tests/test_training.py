@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import synthetic as synthetic_config
+from configs import synthetic_random_teacher as synthetic_config
 from mmr_jax import config as config_lib
 from mmr_jax import evaluation
 from mmr_jax.data import synthetic
@@ -34,9 +34,10 @@ def data_root(tmp_path_factory):
 
 
 def tiny_overrides(data_root) -> dict:
-  # One transformer block: the same code path, half the compile time of the demo's micro student.
+  # A micro student of one transformer block: the demo's code path at a fraction of its compile time.
   return {"data.root": str(data_root), "data.subsets": ("same", "view"), "data.image_size": 64,
-          "data.resize_size": 73, "model.vit.depth": 1, "batch_size": 4, "eval_batch_size": 8, "num_epochs": 2,
+          "data.resize_size": 73, "model.vit.width": 128, "model.vit.num_heads": 2, "model.vit.depth": 1,
+          "batch_size": 4, "eval_batch_size": 8, "num_epochs": 2, "checkpoint_every_epochs": 1,
           "log_every_steps": 1, "eval.num_heatmaps": 2}
 
 
@@ -93,7 +94,7 @@ def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path, c
   reference_dir, reference = uninterrupted
   workdir = tmp_path / "killed"
   flags = [f"--config.{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in tiny_overrides(data_root).items()]
-  command = [sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
+  command = [sys.executable, "train.py", "--config=configs/synthetic_random_teacher.py", f"--workdir={workdir}",
              "--config.data.synthetic=False", *flags]
   # The programs are those the uninterrupted run compiled: load them from the session's cache.
   env = {**os.environ, "MMR_JAX_COMPILE_CACHE": str(compilation_cache)}

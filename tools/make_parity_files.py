@@ -1,10 +1,10 @@
 """Writes a parity pair (W.npz weights, R.npz outputs) from the independent PyTorch MMR in torch_mmr.py.
 
-The format is shared/spec/parity-format.md. Weights are random but realistic (activations O(1), no parameter
+The format is docs/parity-format.md. Weights are random but realistic (activations O(1), no parameter
 left at a trivial 0 or 1, BatchNorm statistics calibrated on other images and then perturbed), stored as
 float32; every output is computed in float64 from those float32 values, so the reference carries no float32
 rounding of its own. The metric keys come from a small synthetic scored set and loop implementations that
-follow mmr-behaviour.md §8 literally.
+follow docs/spec.md §8 literally.
 
   python tools/make_parity_files.py --preset tiny --image-size 64 --seed 0 --out-dir tests/golden \
       --prefix tiny64_

@@ -1,4 +1,4 @@
-"""An independent PyTorch MMR, written from shared/spec/mmr-behaviour.md §1–§6, for the parity references.
+"""An independent PyTorch MMR, written from docs/spec.md §1–§6, for the parity references.
 
 It is not the published code (github.com/zhangzilongc/MMR); it follows the spec's statement of what that code
 computes and carries the published parameter names, so that its state dicts read like the published ones.

@@ -38,6 +38,20 @@ def decode_mask(source: str | bytes) -> tuple[np.ndarray, bool]:
     return np.asarray(image.convert("L")), nearest
 
 
+def limit_size(image: np.ndarray, mask: np.ndarray | None, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
+  """Shrinks an image whose longer side exceeds `max_side` (0: never) to that side, keeping its aspect ratio:
+  bicubic with PIL's antialiasing for the image, nearest neighbour for its mask (so that a mask stays binary)."""
+  height, width = image.shape[:2]
+  if not max_side or max(height, width) <= max_side:
+    return image, mask
+  factor = max_side / max(height, width)
+  size = (max(1, round(width * factor)), max(1, round(height * factor)))
+  image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+  if mask is not None:
+    mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+  return image, mask
+
+
 def describe_failure(path: str, error: BaseException) -> str:
   """A one-line message naming the file and why it does not decode."""
   reason = str(error) or type(error).__name__

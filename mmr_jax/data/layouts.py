@@ -1,4 +1,4 @@
-"""Readers for the published folder layouts (mmr-behaviour.md §7): which files form which split, with labels.
+"""Readers for the published folder layouts (docs/spec.md §7): which files form which split, with labels.
 
 A reader only lists files; decoding (and so the check that every file is readable) happens in `sources.py`.
 Every layout yields `FileList`s of `Example`s whose `name` is the path relative to `config.data.root`; that
@@ -10,8 +10,8 @@ name is what reports and evaluation batches show.
              ROOT/AeBAD_V/test/<video>/<folder>/*.jpg, label = folder != good, no masks
     mvtec    ROOT/<class>/train/good/*, ROOT/<class>/test/<type>/*,
              masks ROOT/<class>/ground_truth/<type>/<stem>_mask.png
-    folder   ROOT/train/good/*, ROOT/test/<type>/*, masks ROOT/ground_truth/<type>/<stem>_mask.png;
-             one test subset, named after ROOT's folder
+    folder   ROOT/train/good/*, ROOT/test/<type>/*, masks ROOT/ground_truth/<type>/<stem>_mask.png (optional:
+             without ground_truth/, image-level metrics only); one test subset, named after ROOT's folder
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ LAYOUT_HELP = {
         "(see data/README.md)."),
     "folder": (
         "The folder layout for your own product: DATA_ROOT/train/good/* (normal images only), "
-        "DATA_ROOT/test/good/* and DATA_ROOT/test/<defect type>/*, and masks "
+        "DATA_ROOT/test/good/* and DATA_ROOT/test/<defect type>/*, and optionally masks "
         "DATA_ROOT/ground_truth/<defect type>/<image name without extension>_mask.png "
         "(see data/README.md)."),
 }
@@ -209,11 +209,19 @@ def folder_train(root: str | os.PathLike) -> FileList:
 
 
 def folder_test(root: str | os.PathLike) -> FileList:
+  """`test/<type>/*`; masks `ground_truth/<type>/<stem>_mask.png` when `ground_truth/` exists, else none (the
+  run then reports image-level metrics only, as for AeBAD-V)."""
   root = pathlib.Path(root)
   _require_folder(root / "test", "folder", "the test images")
   truth = root / "ground_truth"
+  with_masks = folder_has_masks(root)
   return _test_types("folder", root / "test", root, folder_subset(root),
-                     mask_for=lambda defect_type, image: truth / defect_type / f"{image.stem}_mask.png")
+                     mask_for=lambda defect_type, image: truth / defect_type / f"{image.stem}_mask.png"
+                     if with_masks else None)
+
+
+def folder_has_masks(root: str | os.PathLike) -> bool:
+  return (pathlib.Path(root) / "ground_truth").is_dir()
 
 
 def folder_subset(root: str | os.PathLike) -> str:
@@ -237,8 +245,11 @@ def data_root(config: ml_collections.ConfigDict) -> pathlib.Path:
 
 
 def has_masks(config: ml_collections.ConfigDict) -> bool:
-  """Whether the test sets carry pixel masks (AeBAD-V has frame labels only)."""
-  return _check_name(config) != "aebad_v"
+  """Whether the test sets carry pixel masks (AeBAD-V has frame labels only; a folder may have none)."""
+  name = _check_name(config)
+  if name == "folder":
+    return folder_has_masks(data_root(config))
+  return name != "aebad_v"
 
 
 def subset_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:

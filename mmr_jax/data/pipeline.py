@@ -42,11 +42,18 @@ def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
   return np.random.default_rng([seed % 2**63, epoch, stream])
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int, shuffle_buffer: int = 0) -> np.ndarray:
-  """Example indices in the order of the epoch: a full permutation, or tf.data's buffer shuffle when > 0."""
+def passes_per_epoch(num_examples: int, min_epoch_images: int) -> int:
+  """Passes over the training set in one epoch: one (the published epoch), or as many as reach
+  `min_epoch_images` (data.min_epoch_images: small sets of one's own then still take enough steps per epoch)."""
+  return max(1, -(-min_epoch_images // num_examples))
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int, shuffle_buffer: int = 0, passes: int = 1) -> np.ndarray:
+  """Example indices in the order of the epoch: a full permutation, or tf.data's buffer shuffle when > 0; then,
+  for `passes` > 1, further permutations (the first pass is the same whatever `passes` is)."""
   rng = _rng(seed, epoch, _ORDER_STREAM)
   if shuffle_buffer <= 0 or shuffle_buffer >= num_examples:
-    return rng.permutation(num_examples)
+    return np.concatenate([rng.permutation(num_examples) for _ in range(passes)])
   buffer = list(range(shuffle_buffer))
   order = []
   for incoming in range(shuffle_buffer, num_examples):
@@ -54,7 +61,7 @@ def epoch_order(num_examples: int, seed: int, epoch: int, shuffle_buffer: int = 
     order.append(buffer[slot])
     buffer[slot] = incoming
   rng.shuffle(buffer)
-  return np.array(order + buffer)
+  return np.concatenate([np.array(order + buffer)] + [rng.permutation(num_examples) for _ in range(passes - 1)])
 
 
 def crop_boxes(shapes: np.ndarray, rng: np.random.Generator, scale: tuple[float, float],
@@ -94,7 +101,8 @@ def crop_boxes(shapes: np.ndarray, rng: np.random.Generator, scale: tuple[float,
 
 def epoch_plan(shapes: np.ndarray, seed: int, epoch: int, data: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   """Everything random about one epoch, per position: example index, crop box and flip."""
-  order = epoch_order(len(shapes), seed, epoch, data.get("shuffle_buffer", 0))
+  order = epoch_order(len(shapes), seed, epoch, data.shuffle_buffer,
+                      passes_per_epoch(len(shapes), data.min_epoch_images))
   boxes = crop_boxes(shapes[order], _rng(seed, epoch, _CROP_STREAM), tuple(data.crop_scale), tuple(data.crop_ratio))
   flips = _rng(seed, epoch, _FLIP_STREAM).random(len(order)) < data.hflip_prob
   return dict(index=order, top=boxes[:, 0], left=boxes[:, 1], height=boxes[:, 2], width=boxes[:, 3], flip=flips)
@@ -111,7 +119,7 @@ def _local_batch(global_batch: int, process_index: int, process_count: int, what
 def steps_per_epoch(config: ml_collections.ConfigDict, subset: str | None = None) -> int:
   """Full global batches per epoch (the incomplete last batch is dropped)."""
   num_examples = len(sources.train_set(config, subset))
-  steps = num_examples // config.batch_size
+  steps = num_examples * passes_per_epoch(num_examples, config.data.min_epoch_images) // config.batch_size
   if steps == 0:
     raise DatasetError(f"the training set has {num_examples} images, fewer than one batch "
                        f"(batch_size={config.batch_size}); lower --config.batch_size or add images")

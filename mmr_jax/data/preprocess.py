@@ -1,4 +1,4 @@
-"""The published preprocessing (mmr-behaviour.md §7), computed with PIL exactly as torchvision computes it.
+"""The published preprocessing (docs/spec.md §7), computed with PIL exactly as torchvision computes it.
 
 torchvision's Resize, RandomResizedCrop and CenterCrop act on PIL images: PIL resamples the width then the
 height, widening its filter on downscale (antialiasing) and rounding to uint8 after each pass. TF's resize

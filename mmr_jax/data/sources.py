@@ -32,6 +32,7 @@ class DecodedSplit:
   shapes: np.ndarray  # (N, 2) int64: height, width of each original image.
   pixels: list[tuple[np.ndarray, np.ndarray | None, bool]] | None
   dropped: list[str]  # Problems left out under config.data.skip_bad_files.
+  max_side: int = 0  # config.data.max_image_side: the decoded images were shrunk to this longer side.
 
   def __len__(self) -> int:
     return len(self.examples)
@@ -40,14 +41,23 @@ class DecodedSplit:
     """(uint8 image (H, W, 3), uint8 mask (H, W) or None, mask_nearest) of example `index`."""
     if self.pixels is not None:
       return self.pixels[index]
-    image, mask, nearest, problem = decode_example(self.examples[index])
+    image, mask, nearest, problem = decode_example(self.examples[index], self.max_side)
     if problem:  # The file changed since it was checked.
       raise DatasetError(problem)
     return image, mask, nearest
 
 
-def decode_example(example: Example) -> tuple[np.ndarray | None, np.ndarray | None, bool, str | None]:
-  """(image, mask, mask_nearest, problem): problem is a message naming the path, or None."""
+def decode_example(example: Example, max_side: int = 0) -> tuple[np.ndarray | None, np.ndarray | None, bool,
+                                                                    str | None]:
+  """(image, mask, mask_nearest, problem): problem is a message naming the path, or None. With `max_side`, the
+  image and mask are shrunk to it (images.limit_size) once they have been checked."""
+  image, mask, nearest, problem = _decode_checked(example)
+  if problem is None:
+    image, mask = images.limit_size(image, mask, max_side)
+  return image, mask, nearest, problem
+
+
+def _decode_checked(example: Example) -> tuple[np.ndarray | None, np.ndarray | None, bool, str | None]:
   try:
     image = images.decode_rgb(example.image_bytes if example.image_bytes is not None else example.image_file)
   except Exception as error:  # PIL raises many types for bad files; each becomes one line naming the file.
@@ -66,7 +76,7 @@ def decode_example(example: Example) -> tuple[np.ndarray | None, np.ndarray | No
   return image, mask, nearest, None
 
 
-def decode_all(examples: Sequence[Example], keep_pixels: bool, workers: int | None = None):
+def decode_all(examples: Sequence[Example], keep_pixels: bool, workers: int | None = None, max_side: int = 0):
   """Decodes every example (in parallel: PIL releases the GIL while decoding), in order.
 
   Returns (shapes, pixels or None, problems) with problems[i] the message for example i or None.
@@ -76,7 +86,8 @@ def decode_all(examples: Sequence[Example], keep_pixels: bool, workers: int | No
   pixels = [] if keep_pixels else None
   problems = []
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    for i, (image, mask, nearest, problem) in enumerate(pool.map(decode_example, examples)):
+    decode = lambda example: decode_example(example, max_side)
+    for i, (image, mask, nearest, problem) in enumerate(pool.map(decode, examples)):
       problems.append(problem)
       if image is not None:
         shapes[i] = image.shape[:2]
@@ -97,14 +108,15 @@ def empty_message(files: FileList) -> str:
   return f"{files.location}: no images for the {files.title} split."
 
 
-def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool) -> DecodedSplit:
-  """Decodes every file of `files`; raises DatasetError on any problem unless skip_bad_files (then drops it)."""
+def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool, max_side: int = 0) -> DecodedSplit:
+  """Decodes every file of `files`; raises DatasetError on any problem unless skip_bad_files (then drops it).
+  `max_side`: shrink larger images to this longer side (config.data.max_image_side; 0 keeps them)."""
   if not files.examples:
     raise DatasetError(empty_message(files), layouts.LAYOUT_HELP[files.dataset])
   if files.skipped:
     logging.info("%s %s: skipped %d non-image files (e.g. %s)", files.dataset, files.title, len(files.skipped),
                  files.skipped[0])
-  shapes, pixels, problems = decode_all(files.examples, keep_pixels)
+  shapes, pixels, problems = decode_all(files.examples, keep_pixels, max_side=max_side)
   bad = [i for i, problem in enumerate(problems) if problem]
   messages = [problems[i] for i in bad]
   if bad and not skip_bad_files:
@@ -121,7 +133,8 @@ def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool) -> Decode
       examples=[files.examples[i] for i in keep],
       shapes=shapes[keep],
       pixels=[pixels[i] for i in keep] if keep_pixels else None,
-      dropped=messages)
+      dropped=messages,
+      max_side=max_side)
 
 
 def list_split(config: ml_collections.ConfigDict, split: str, subset: str | None) -> FileList:
@@ -137,7 +150,8 @@ def list_split(config: ml_collections.ConfigDict, split: str, subset: str | None
 def split_key(config: ml_collections.ConfigDict, split: str, subset: str | None) -> tuple:
   data = config.data
   return (data.name, os.path.abspath(os.path.expanduser(data.root)), split, subset or "",
-          bool(data.skip_bad_files), bool(data.get("use_tfds", False)), data.get("tfds_data_dir", ""))
+          bool(data.skip_bad_files), bool(data.get("use_tfds", False)), data.get("tfds_data_dir", ""),
+          int(data.max_image_side))
 
 
 _TRAIN_SETS: dict[tuple, DecodedSplit] = {}
@@ -149,7 +163,8 @@ def train_set(config: ml_collections.ConfigDict, subset: str | None = None) -> D
   key = split_key(config, "train", subset) + (bool(config.data.cache),)
   if key not in _TRAIN_SETS:
     files = list_split(config, "train", subset)
-    _TRAIN_SETS[key] = validate(files, config.data.skip_bad_files, keep_pixels=bool(config.data.cache))
+    _TRAIN_SETS[key] = validate(files, config.data.skip_bad_files, keep_pixels=bool(config.data.cache),
+                                max_side=config.data.max_image_side)
   return _TRAIN_SETS[key]
 
 
@@ -163,10 +178,12 @@ def test_set(config: ml_collections.ConfigDict, subset: str, keep_pixels: bool) 
   preprocessed images instead of the originals.
   """
   if keep_pixels:
-    return validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=True)
+    return validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=True,
+                    max_side=config.data.max_image_side)
   key = split_key(config, "test", subset)
   if key not in _TEST_SETS:
-    _TEST_SETS[key] = validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=False)
+    _TEST_SETS[key] = validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=False,
+                               max_side=config.data.max_image_side)
   return _TEST_SETS[key]
 
 

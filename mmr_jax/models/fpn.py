@@ -1,4 +1,4 @@
-"""The simple feature pyramid (ViTDet style) that turns the token map into the teacher's three scales (spec §2).
+"""The simple feature pyramid (ViTDet style): the token map → the teacher's three scales (docs/spec.md §2).
 
 Three independent branches read the same (B, gh, gw, width) map; no lateral or top-down connections. Parameter
 names carry the index of the PyTorch `nn.Sequential` entry they come from (simfp_2.4 → conv1x1_4, norm_4).

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmr_jax.models import fpn
-from mmr_jax.models import resnet
+from mmr_jax.models import teachers
 from mmr_jax.models import vit
 
 Dtype = Any
@@ -20,7 +20,7 @@ Features = tuple[jax.Array, jax.Array, jax.Array]
 
 
 class Student(nn.Module):
-  """Image (B, H, W, 3) → three feature maps matching the teacher's layer1..3 (spec §1–2)."""
+  """Image (B, H, W, 3) → three feature maps matching the teacher's layer1..3 (docs/spec.md §1–2)."""
   width: int
   depth: int
   num_heads: int
@@ -61,14 +61,13 @@ def build_student(model_config: ml_collections.ConfigDict) -> Student:
   vit_config = model_config.vit
   return Student(
       width=vit_config.width, depth=vit_config.depth, num_heads=vit_config.num_heads,
-      out_channels=resnet.teacher_spec(model_config.teacher).out_channels,
+      out_channels=teachers.out_channels(model_config.teacher),
       patch_size=vit_config.patch_size, mlp_ratio=vit_config.mlp_ratio, pretrain_grid=vit_config.pretrain_grid,
       conv3x3=model_config.conv3x3, dtype=compute_dtype(model_config.compute_dtype))
 
 
-def build_teacher(model_config: ml_collections.ConfigDict) -> resnet.ResNetFeatures:
-  return resnet.ResNetFeatures(resnet.teacher_spec(model_config.teacher),
-                               dtype=compute_dtype(model_config.compute_dtype))
+def build_teacher(model_config: ml_collections.ConfigDict) -> nn.Module:
+  return teachers.build(model_config.teacher, compute_dtype(model_config.compute_dtype))
 
 
 def init_params(module: nn.Module, key: jax.Array, image_size: int) -> Any:

@@ -1,4 +1,4 @@
-"""Fixed 2-D sin-cos position tables (MAE formula) and PyTorch-exact bicubic resizing of them (spec §1).
+"""Fixed 2-D sin-cos position tables (MAE formula) and PyTorch-exact bicubic resizing of them (docs/spec.md §1).
 
 Everything here is computed once in float64 NumPy at trace time and enters the compiled program as a constant.
 """

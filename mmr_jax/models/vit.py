@@ -1,4 +1,4 @@
-"""The MMR student encoder: an MAE-style ViT whose masked tokens are fully hidden (spec §1).
+"""The MMR student encoder: an MAE-style ViT whose masked tokens are fully hidden (docs/spec.md §1).
 
 Masked patches are dropped before the patch embedding, so their pixels never enter the computation, let alone
 attention: the "fully hidden masked tokens" of the paper.

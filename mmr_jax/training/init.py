@@ -37,7 +37,7 @@ def student_params(config: ml_collections.ConfigDict, keys: jax.Array) -> Any:
 
 
 def check_student_tables(tables: dict[str, np.ndarray], config: ml_collections.ConfigDict) -> None:
-  """The model computes its fixed sin-cos tables; a checkpoint's must be the same ones (spec §1)."""
+  """The model computes its fixed sin-cos tables; a checkpoint's must be the same ones (docs/spec.md §1)."""
   width, pretrain_grid = config.model.vit.width, config.model.vit.pretrain_grid
   expected = {name: posembed.sincos_2d(width, grid, grid)
               for name, grid in ((name, table_grid(table)) for name, table in tables.items())}

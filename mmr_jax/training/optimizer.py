@@ -1,4 +1,4 @@
-"""AdamW with the published parameter groups and the per-epoch learning-rate schedule (spec §6)."""
+"""AdamW with the published parameter groups and the per-epoch learning-rate schedule (docs/spec.md §6)."""
 
 import jax
 import ml_collections

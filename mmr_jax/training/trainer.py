@@ -91,12 +91,14 @@ class Run:
 
 
 def _describe(config: ml_collections.ConfigDict) -> str:
-  return (f"MMR on {config.data.name} ({config.model.vit.size} student, {config.model.teacher} teacher, "
+  vit = config.model.vit
+  student = f"ViT {vit.width} wide × {vit.depth} blocks"
+  return (f"MMR on {config.data.name} ({student} student, {config.model.teacher} teacher, "
           f"{config.data.image_size} px, {config.num_epochs} epochs)")
 
 
 def one_model_per_subset(config: ml_collections.ConfigDict) -> bool:
-  """MVTec AD trains one model per class (spec §7); AeBAD trains one model for all its test subsets."""
+  """MVTec AD trains one model per class (docs/spec.md §7); AeBAD trains one model for all its test subsets."""
   return config.data.name == "mvtec" and len(config.data.subsets) > 1
 
 

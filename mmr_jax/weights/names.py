@@ -92,7 +92,7 @@ def _batch_norm(torch_prefix: str, flax_path: Path) -> list[Entry]:
                                           ("running_var", "var"))]
 
 
-# Simple-FPN branches (spec §2): (index in the PyTorch nn.Sequential, Flax module, kind). A conv wrapper's
+# Simple-FPN branches (docs/spec.md §2): (index in the PyTorch nn.Sequential, Flax module, kind). A conv wrapper's
 # LayerNorm is `<index>.norm` in PyTorch and a sibling `norm_<index>` in Flax.
 _FPN_BRANCHES = {
     "simfp_2": (("0", "convt_0", "convt"), ("1", "norm_1", "norm"), ("3", "convt_3", "convt"),
@@ -158,6 +158,24 @@ def teacher_name_map(block: str, stage_sizes: Sequence[int],
   return _as_map(entries)
 
 
+def efficientnet_name_map(expands: Sequence[bool], with_head: bool) -> dict[str, Entry]:
+  """PyTorch name → Entry for an `efficientnet-lite-pytorch` EfficientNet: the stem, one block per entry of
+  `expands` (whether that block has a 1×1 expansion), and with `with_head` the head conv and classifier."""
+  entries = [*_weight_bias("_conv_stem", ("stem_conv",), "conv", bias=False), *_batch_norm("_bn0", ("stem_bn",))]
+  for i, expand in enumerate(expands):
+    torch_block, path = f"_blocks.{i}", (f"blocks_{i}",)
+    parts = (("_expand_conv", "_bn0", "expand"),) if expand else ()
+    parts += (("_depthwise_conv", "_bn1", "depthwise"), ("_project_conv", "_bn2", "project"))
+    for conv, bn, flax_name in parts:
+      # A depthwise kernel (C, 1, k, k) becomes (k, k, 1, C): the same transpose as a dense convolution.
+      entries += _weight_bias(f"{torch_block}.{conv}", path + (f"{flax_name}_conv",), "conv", bias=False)
+      entries += _batch_norm(f"{torch_block}.{bn}", path + (f"{flax_name}_bn",))
+  if with_head:
+    entries += [*_weight_bias("_conv_head", ("head_conv",), "conv", bias=False), *_batch_norm("_bn1", ("head_bn",)),
+                *_weight_bias("_fc", ("classifier",), "linear")]
+  return _as_map(entries)
+
+
 def _as_map(entries: Iterable[Entry]) -> dict[str, Entry]:
   name_map = {}
   for entry in entries:
@@ -171,13 +189,21 @@ def _as_map(entries: Iterable[Entry]) -> dict[str, Entry]:
 
 # Checkpoint names that are skipped on purpose.
 def is_mae_extra(name: str) -> bool:
-  """MAE pretraining keys that MMR drops (spec §6): the pixel decoder and its mask token."""
+  """MAE pretraining keys that MMR drops (docs/spec.md §6): the pixel decoder and its mask token."""
   return "decoder" in name or name == "mask_token"
 
 
 def is_torchvision_extra(name: str) -> bool:
   """Parts of a torchvision ResNet the teacher does not use, and BatchNorm's batch counters."""
   return name.startswith(("layer4.", "fc.")) or name.endswith(".num_batches_tracked")
+
+
+def is_efficientnet_extra(name: str, used_blocks: int) -> bool:
+  """Parts of an EfficientNet that a feature teacher of `used_blocks` blocks does not use (later blocks, the head
+  and the classifier), and BatchNorm's batch counters."""
+  block = re.match(r"_blocks\.(\d+)\.", name)
+  return (bool(block) and int(block.group(1)) >= used_blocks or name.startswith(("_conv_head.", "_bn1.", "_fc."))
+          or name.endswith(".num_batches_tracked"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,6 +252,26 @@ def student_structure(tree: Tree) -> tuple[int, bool]:
     raise WeightsError(f"not a student parameter tree: no 'encoder' (top-level keys: {sorted(tree)})")
   depth = _count_from_zero(_numbered(encoder, r"blocks_(\d+)"), "the Flax tree's encoder blocks")
   return depth, "fpn" in tree or "mask_token" in tree
+
+
+def is_efficientnet(tree: Tree) -> bool:
+  return "stem_conv" in tree
+
+
+def efficientnet_structure(tree: Tree) -> tuple[tuple[bool, ...], bool]:
+  """(whether each block expands, whether the head and classifier are there) of a Flax EfficientNet tree."""
+  blocks = _count_from_zero(_numbered(tree, r"blocks_(\d+)"), "the Flax tree's EfficientNet blocks")
+  return tuple("expand_conv" in tree[f"blocks_{i}"] for i in range(blocks)), "classifier" in tree
+
+
+def infer_efficientnet(state: Mapping[str, np.ndarray]) -> tuple[tuple[bool, ...], bool]:
+  """The same structure read off an `efficientnet-lite-pytorch` state dict."""
+  if "_conv_stem.weight" not in state:
+    raise WeightsError("not an EfficientNet state dict: it has no '_conv_stem.weight' (first names: "
+                       f"{', '.join(sorted(state)[:6])} ...)")
+  blocks = _count_from_zero(_numbered(state, r"_blocks\.(\d+)\._depthwise_conv\.weight"), "the checkpoint's blocks")
+  return (tuple(f"_blocks.{i}._expand_conv.weight" in state for i in range(blocks)),
+          "_fc.weight" in state and "_conv_head.weight" in state)
 
 
 def teacher_structure(tree: Tree) -> tuple[str, tuple[int, ...], tuple[bool, ...]]:
@@ -298,7 +344,7 @@ def guess_student_source(state: Mapping[str, np.ndarray]) -> str:
 
 
 def load_student(state: Mapping[str, np.ndarray], target: Tree, source: str) -> LoadResult:
-  """Fills a Flax student tree from a PyTorch-named state dict (spec §6 for MAE).
+  """Fills a Flax student tree from a PyTorch-named state dict (docs/spec.md §6 for MAE).
 
   source="mae": an MAE checkpoint (mae_visualize_vit_base.pth, mae_pretrain_vit_base.pth); only the encoder is
     loaded, keys containing 'decoder' and the key 'mask_token' are dropped, and the mask token and FPN keep the
@@ -326,13 +372,23 @@ def load_student(state: Mapping[str, np.ndarray], target: Tree, source: str) -> 
 
 
 def load_teacher(state: Mapping[str, np.ndarray], target: Tree) -> LoadResult:
-  """Fills a Flax teacher tree from a torchvision ResNet state dict (layer4, fc and batch counters ignored)."""
+  """Fills a Flax teacher tree from a torchvision ResNet state dict (layer4, fc and batch counters ignored) or
+  an `efficientnet-lite-pytorch` one (the blocks after the last feature map, head and classifier ignored)."""
   target, wrap = _unwrap_variables(target)
-  block, sizes, downsample = teacher_structure(target)
-  name_map = teacher_name_map(block, sizes, downsample)
-  result = _load(state, target, name_map, name_map, tables=(), ignore=is_torchvision_extra,
-                 what=f"{block} ResNet teacher (blocks {sizes})", hint="")
+  name_map, ignore, what = _teacher_map(target)
+  result = _load(state, target, name_map, name_map, tables=(), ignore=ignore, what=what, hint="")
   return result._replace(params=wrap(result.params))
+
+
+def _teacher_map(tree: Tree) -> tuple[dict[str, Entry], Callable[[str], bool], str]:
+  """The name map of a Flax teacher tree, what its checkpoints hold beyond it, and the teacher in words."""
+  if is_efficientnet(tree):
+    expands, with_head = efficientnet_structure(tree)
+    return (efficientnet_name_map(expands, with_head), lambda name: is_efficientnet_extra(name, len(expands)),
+            f"EfficientNet teacher ({len(expands)} blocks{', classifier' if with_head else ''})")
+  block, sizes, downsample = teacher_structure(tree)
+  return (teacher_name_map(block, sizes, downsample), is_torchvision_extra,
+          f"{block} ResNet teacher (blocks {sizes})")
 
 
 def _unwrap_variables(tree: Tree) -> tuple[Tree, Callable[[dict], dict]]:
@@ -446,9 +502,8 @@ def student_to_torch(params: Tree, tables: Mapping[str, np.ndarray] | None = Non
 def teacher_to_torch(params: Tree, num_batches_tracked: bool = True) -> dict[str, np.ndarray]:
   """A Flax teacher tree as a torchvision-named state dict (with zero batch counters unless told otherwise)."""
   params, _ = _unwrap_variables(params)
-  block, sizes, downsample = teacher_structure(params)
-  name_map = teacher_name_map(block, sizes, downsample)
-  state = _export(params, name_map, f"{block} ResNet teacher")
+  name_map, _, what = _teacher_map(params)
+  state = _export(params, name_map, what)
   if num_batches_tracked:
     for name in [name for name in state if name.endswith(".running_mean")]:
       state[name.replace(".running_mean", ".num_batches_tracked")] = np.zeros((), np.int64)
