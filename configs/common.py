@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
       # 0: an epoch is one pass over the training set (published). N: as many passes as reach N images, each
       # with its own order and augmentation (configs/folder.py, for small sets of one's own).
       min_epoch_images=0,
+      # False (published: DataLoader drop_last=False): an epoch's last, smaller batch is trained, its loss the
+      # mean over its real images. True: only full batches, as most JAX input pipelines do.
+      drop_last=False,
       # 0: keep the decoded originals (published). N: shrink images whose longer side exceeds N pixels once, at
       # decoding (antialiased; masks alike), so that large photographs fit in memory and resample fast.
       max_image_side=0,
@@ -74,14 +77,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       vit=vit_config("B"),
-      # wide_resnet50_2 | resnet18 | resnet_micro (tests and the CPU demo). Its widths set the FPN's (§2).
+      # wide_resnet50_2 | resnet50 | resnet18 | efficientnet_lite0/1/2 | resnet_micro (random; tests). Its widths
+      # set the FPN's (§2); models/teachers.py lists them.
       teacher="wide_resnet50_2",
       mask_ratio=0.4,  # Training mask ratio; testing uses 0 (§1, §5).
       # float32 | bfloat16: dtype of matmuls and activations; parameters, loss and maps stay float32.
       compute_dtype="float32",
-      # How 3×3 convolutions of the FPN are computed: "im2col" (patches + one matmul; fastest on CPU),
-      # "native" (lax.conv; fastest on GPU/TPU), "auto" (pick by backend). Numerically the same operation.
+      # How 3×3 convolutions of the FPN are computed: "native" (lax.conv) or "im2col" (patches + one matmul);
+      # "auto" is native, the faster form on every backend (models/layers.py). Numerically the same operation.
       conv3x3="auto",
+      # Precision of every matmul and convolution of the student and the teacher: "default" (TF32 on GPUs, one
+      # bfloat16 pass on TPUs), "high" (bfloat16_3x on TPUs) or "highest" (float32 everywhere). "highest", because
+      # the published figures are float32 (the paper's GPU, an RTX 2080 Ti, has no TF32) and the parity proof is
+      # float32; "default" is several times faster on GPUs/TPUs for scaling studies. The CPU is float32 in all three.
+      precision="highest",
   ))
 
   c.optim = ml_collections.ConfigDict(dict(
@@ -107,5 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
       gaussian_truncate=4.0,
       num_heatmaps=8,  # PNG overlays written per subset.
       aupro_fpr_limit=0.3,
+      # Mask ratio of the student at test time (the published config's test_mask_ratio): 0 hides nothing. With a
+      # ratio > 0 the maps depend on the masking noise, drawn from the run's seed, per subset and batch.
+      test_mask_ratio=0.0,
   ))
   return c

@@ -230,9 +230,11 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   k, b, size = config.num_seeds, config.batch_size, config.data.image_size
   student, teacher = mmr.build_student(config.model), mmr.build_teacher(config.model)
   tx = optimizer.make_optimizer(config.optim)
-  teacher_fn = steps.make_teacher_fn(teacher, mesh)
-  train_step = steps.make_train_step(student, tx, config.model.mask_ratio, mesh)
-  anomaly_fn = steps.make_anomaly_fn(student, mesh, config.eval.gaussian_sigma, config.eval.gaussian_truncate)
+  precision = config.model.precision
+  teacher_fn = steps.make_teacher_fn(teacher, mesh, precision)
+  train_step = steps.make_train_step(student, tx, config.model.mask_ratio, mesh, precision)
+  anomaly_fn = steps.make_anomaly_fn(student, mesh, config.eval.gaussian_sigma, config.eval.gaussian_truncate,
+                                     config.eval.test_mask_ratio, precision)
 
   replicated = sharding.replicated(mesh)
   seeds = [config.seed + i for i in range(k)]
@@ -245,18 +247,20 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
       lambda key: jax.random.uniform(key, shape, jnp.float32, -2.0, 2.0), out_shardings=spec)(jax.random.key(1))
   train_images = make_images((k, b, size, size, 3), sharding.batch_sharding(mesh, extra_leading_axes=1))
   eval_images = make_images((b, size, size, 3), sharding.batch_sharding(mesh))
+  weights = jax.device_put(jnp.ones((k, b), jnp.float32), sharding.batch_sharding(mesh, extra_leading_axes=1))
+  eval_rng = jax.random.key_data(jax.random.key(2))
   lr = 1e-4
 
   teacher_train, teacher_seconds = _compile(teacher_fn, teacher_params, train_images)
   features = teacher_train(teacher_params, train_images)
-  step, step_seconds = _compile(train_step, state, train_images, features, lr)
+  step, step_seconds = _compile(train_step, state, train_images, weights, features, lr)
   logging.info("compiled the teacher in %.1f s and the training step in %.1f s; timing %d + %d steps",
                teacher_seconds, step_seconds, warmup, repeats)
   holder = {"state": state}
 
   def train_call():
     teacher_features = teacher_train(teacher_params, train_images)
-    holder["state"], metrics = step(holder["state"], train_images, teacher_features, lr)
+    holder["state"], metrics = step(holder["state"], train_images, weights, teacher_features, lr)
     return holder["state"], metrics
 
   train_s, train_all = _median_seconds(train_call, warmup, repeats)
@@ -268,13 +272,13 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   else:
     teacher_eval, teacher_eval_seconds = _compile(teacher_fn, teacher_params, eval_batch)
   eval_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
-  anomaly, anomaly_seconds = _compile(anomaly_fn, params, eval_images, eval_features)
+  anomaly, anomaly_seconds = _compile(anomaly_fn, params, eval_images, eval_features, eval_rng)
   logging.info("training step: median %.3f s; compiled inference in %.1f s", train_s,
                teacher_eval_seconds + anomaly_seconds)
 
   def infer_call():
     teacher_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
-    return anomaly(params, eval_images, teacher_features)
+    return anomaly(params, eval_images, teacher_features, eval_rng)
 
   infer_s, infer_all = _median_seconds(infer_call, warmup, repeats)
   return Timings(train_s, train_all, teacher_seconds + step_seconds, infer_s, infer_all,

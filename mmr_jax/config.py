@@ -54,15 +54,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   size, patch = data.image_size, config.model.vit.patch_size
   _require(size > 0 and size % patch == 0,
            f"data.image_size must be a positive multiple of the patch size {patch}, got {size}")
-  _require(data.resize_size >= size, f"data.resize_size ({data.resize_size}) must be ≥ data.image_size ({size})")
+  # resize_size < image_size is allowed: the centre crop then pads a black border, as torchvision's does.
+  _require(data.resize_size > 0, f"data.resize_size must be > 0, got {data.resize_size}")
   low, high = data.crop_scale
   _require(0 < low <= high <= 1, f"data.crop_scale must satisfy 0 < low ≤ high ≤ 1, got {tuple(data.crop_scale)}")
   _require(0 < data.crop_ratio[0] <= data.crop_ratio[1], f"data.crop_ratio must be increasing and positive")
   _require(0 <= data.hflip_prob <= 1, f"data.hflip_prob must lie in [0, 1], got {data.hflip_prob}")
   _require(data.min_epoch_images >= 0, f"data.min_epoch_images must be ≥ 0, got {data.min_epoch_images}")
-  _require(data.max_image_side == 0 or data.max_image_side >= data.resize_size,
+  _require(data.max_image_side == 0 or data.max_image_side >= max(data.resize_size, size),
            f"data.max_image_side ({data.max_image_side}) must be 0 (keep the originals) or ≥ data.resize_size "
-           f"({data.resize_size}), so that no image is shrunk below what the test resize needs")
+           f"({data.resize_size}) and ≥ data.image_size ({size}), so that no image is shrunk below what the test "
+           f"resize or the training crop needs")
 
   model = config.model
   vit = model.vit
@@ -76,6 +78,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {model.compute_dtype!r}")
   _require(model.conv3x3 in layers.CONV3X3_FORMS,
            f"model.conv3x3 must be one of {layers.CONV3X3_FORMS}, got {model.conv3x3!r}")
+  _require(model.precision in layers.PRECISIONS,
+           f"model.precision must be one of {layers.PRECISIONS}, got {model.precision!r}")
+  _require(0 <= config.eval.test_mask_ratio < 1,
+           f"eval.test_mask_ratio must lie in [0, 1), got {config.eval.test_mask_ratio}")
 
   optim = config.optim
   _require(optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}")

@@ -1,6 +1,7 @@
 """Scores every test subset with K trained students at once and computes the paper's metrics per seed (§5, §8)."""
 
 import dataclasses
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -29,13 +30,17 @@ def predict_subset(config: ml_collections.ConfigDict, subset: str, params: Any, 
   maps, scores, masks, labels, names, images = [], [], [], [], [], []
   batch_sharding = sharding.batch_sharding(mesh)
   keep_images = config.eval.num_heatmaps
+  # Masking noise at test time (eval.test_mask_ratio > 0; unused at the published 0): a pure function of the
+  # run's seed, the subset and the batch, so that evaluating again gives the same maps.
+  subset_key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
   # Every host reads each whole batch (test sets are small) and places the rows its own devices hold; the
   # maps come back whole on every host.
-  for batch in pipeline.eval_batches(config, subset):
+  for index, batch in enumerate(pipeline.eval_batches(config, subset)):
     valid = batch["valid"]
+    rng = jax.random.key_data(jax.random.fold_in(subset_key, index))
     batch_images = jax.device_put(batch["image"], batch_sharding)
     teacher_features = tuple(f[0] for f in teacher_fn(teacher_params, batch_images[None]))
-    batch_maps, batch_scores = sharding.to_host(anomaly_fn(params, batch_images, teacher_features))
+    batch_maps, batch_scores = sharding.to_host(anomaly_fn(params, batch_images, teacher_features, rng))
     maps.append(batch_maps[:, valid])
     scores.append(batch_scores[:, valid])
     masks.append(batch["mask"][valid])

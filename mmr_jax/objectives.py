@@ -21,12 +21,21 @@ def cosine_distance(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
   return 1.0 - jnp.sum(a * b, axis=-1) / norms
 
 
-def reconstruction_loss(teacher: Sequence[jax.Array], student: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
+def reconstruction_loss(teacher: Sequence[jax.Array], student: Sequence[jax.Array],
+                        weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Eq. 1: per scale, 1 − cos at every position, mean over all B·H·W positions; summed over scales.
 
   Returns (total, per_scale (S,)). Visible and hidden positions count alike, as in the published code.
+  `weights` (B,), 1 for real images and 0 for padding rows, makes the mean one over the real images only (every
+  image has the same H·W positions, so it is the mean over their positions).
   """
-  per_scale = jnp.stack([jnp.mean(cosine_distance(t, s)) for t, s in zip(teacher, student)])
+  if weights is None:
+    per_scale = [jnp.mean(cosine_distance(t, s)) for t, s in zip(teacher, student)]
+  else:
+    weights = weights.astype(jnp.float32)
+    per_scale = [jnp.sum(weights * jnp.mean(cosine_distance(t, s), axis=(1, 2))) / jnp.sum(weights)
+                 for t, s in zip(teacher, student)]
+  per_scale = jnp.stack(per_scale)
   return jnp.sum(per_scale), per_scale
 
 

@@ -1,6 +1,7 @@
 """Proof of equality with a PyTorch MMR (docs/parity-format.md).
 
     python -m mmr_jax.parity --weights W.npz --reference R.npz [--json OUT.json] [--num-heads N]
+        [--precision default|high|highest]
 
 Loads a PyTorch model's weights (W.npz, PyTorch names and layouts) and its outputs on one batch (R.npz), runs
 this project's code on the same inputs with the same weights, prints one row per quantity (max |error|,
@@ -23,9 +24,11 @@ import optax
 
 from mmr_jax import metrics
 from mmr_jax import objectives
+from mmr_jax.models import layers
 from mmr_jax.models import mmr
 from mmr_jax.models import posembed
 from mmr_jax.models import resnet
+from mmr_jax.models import vit
 from mmr_jax.training import optimizer
 from mmr_jax.weights import names
 from mmr_jax.weights import readers
@@ -55,7 +58,7 @@ TOLERANCES = (
     ("", Tolerance("rel", 1e-4)),
 )
 # Reference keys that are inputs or settings, not quantities to compare.
-INPUT_KEYS = {"image", "finetune_mask_ratio", "mask_noise", "step_lr", "metric_maps", "metric_masks",
+INPUT_KEYS = {"image", "finetune_mask_ratio", "mask_noise", "train_mask", "step_lr", "metric_maps", "metric_masks",
               "metric_labels"}
 
 
@@ -158,9 +161,9 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   """Everything the reference may hold about the model, computed here, under the reference's keys/layouts."""
   images = jnp.asarray(nchw_to_nhwc(reference["image"]), jnp.float32)
   image_size = images.shape[1:3]
-  ratio = float(reference["finetune_mask_ratio"]) if "finetune_mask_ratio" in reference else 0.4
-  noise = jnp.asarray(reference["mask_noise"], jnp.float32) if "mask_noise" in reference else None
   student, teacher = models.student, models.teacher
+  ratio = mask_ratio(reference, (image_size[0] // student.patch_size) * (image_size[1] // student.patch_size))
+  noise = jnp.asarray(reference["mask_noise"], jnp.float32) if "mask_noise" in reference else None
   out: dict[str, np.ndarray] = {}
 
   grid = (image_size[0] // student.patch_size, image_size[1] // student.patch_size)
@@ -207,6 +210,28 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   return out
 
 
+def mask_ratio(reference: Mapping[str, np.ndarray], length: int) -> float:
+  """The reference's training mask ratio as the decimal its maker meant (0.4 when absent).
+
+  A ratio stored as float32 reads back as 0.4000000059604645, and int(400 · (1 − that)) keeps 239 tokens where
+  the published code (a Python 0.4) keeps 240: the shortest decimal that rounds to the stored value is the one
+  that was written. A `train_mask` (B, L) in the file (1 = hidden, MAE's output) must agree with it.
+  """
+  if "finetune_mask_ratio" not in reference:
+    return 0.4
+  stored = np.asarray(reference["finetune_mask_ratio"])
+  if stored.shape != () or not np.issubdtype(stored.dtype, np.floating):
+    raise ParityInputError(f"'finetune_mask_ratio' must be a float scalar, got {stored.dtype} {stored.shape}")
+  ratio = float(np.format_float_positional(stored[()], unique=True, trim="0"))
+  if "train_mask" in reference:
+    hidden = np.asarray(reference["train_mask"]).sum(axis=-1).astype(np.int64)
+    expected = length - vit.num_kept(length, ratio)
+    if not np.all(hidden == expected):
+      raise ParityInputError(f"'train_mask' hides {sorted(set(hidden.tolist()))} of {length} tokens per image, but "
+                             f"finetune_mask_ratio {ratio} hides {expected}")
+  return ratio
+
+
 def with_reference_grads(grads: Any, reference: Mapping[str, np.ndarray]) -> Any:
   """`grads` with every leaf that the reference holds a `grad/<name>` for replaced by that gradient."""
   depth = len([k for k in grads["encoder"] if k.startswith("blocks_")])
@@ -244,8 +269,10 @@ def metric_quantities(reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run(weights_path: str, reference_path: str, num_heads: int | None = None) -> tuple[dict, list[str]]:
-  """Returns ({key: comparison}, [skipped keys with the reason])."""
+def run(weights_path: str, reference_path: str, num_heads: int | None = None,
+        precision: str = "highest") -> tuple[dict, list[str]]:
+  """Returns ({key: comparison}, [skipped keys with the reason]). `precision` is model.precision's setting for
+  every dot and convolution of the model (the tolerances are float32's: "highest" is the proof)."""
   try:
     with np.load(reference_path) as data:
       reference = {key: data[key] for key in data.files}
@@ -257,7 +284,7 @@ def run(weights_path: str, reference_path: str, num_heads: int | None = None) ->
     image = reference["image"]
     if image.ndim != 4 or image.shape[1] != 3:
       raise ParityInputError(f"'image' in {reference_path} must be (B, 3, H, W), got {image.shape}")
-    with jax.default_matmul_precision("highest"):  # No TF32 on GPUs: this is a float32 proof.
+    with jax.default_matmul_precision(precision):
       ours.update(model_quantities(build_models(weights_path, image.shape[2:], num_heads), reference))
   else:
     skipped.append("model quantities (the reference has no 'image')")
@@ -294,9 +321,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--reference", required=True, help="R.npz: inputs and PyTorch outputs")
   parser.add_argument("--json", help="also write the comparison as JSON here")
   parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: width / 64)")
+  parser.add_argument("--precision", choices=layers.PRECISIONS, default="highest",
+                      help="model.precision of every dot and convolution (default: highest, the float32 proof; "
+                           "default is TF32 on GPUs and one bfloat16 pass on TPUs)")
   args = parser.parse_args(argv)
   try:
-    results, skipped = run(args.weights, args.reference, args.num_heads)
+    results, skipped = run(args.weights, args.reference, args.num_heads, args.precision)
   except (ParityInputError, WeightsError) as error:
     print(f"parity: {error}", file=sys.stderr)
     return 2

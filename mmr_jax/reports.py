@@ -13,11 +13,25 @@ from mmr_jax import metrics
 METRIC_NAMES = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "pro": "PRO (published)",
                 "aupro": "AUPRO@0.3"}
 Results = Mapping[str, Mapping[str, Optional[float]]]
+# The published evaluation returns image AUROC and PRO rounded to 3 decimals per subset, and the paper's means are
+# means of those (docs/spec.md §8). results.json keeps the raw values and adds these as "<metric>_rounded".
+PUBLISHED_ROUNDING = ("image_auroc", "pro")
+
+
+def published_rounding(row: Mapping[str, Optional[float]]) -> dict:
+  """`row` plus "<metric>_rounded" for PUBLISHED_ROUNDING: NumPy's round to 3 decimals (round half to even after
+  ×1000), which is what `round()` does to the np.float64 that its sklearn 0.24 and np.mean return: 0.8445 → 0.844,
+  where Python's round of a float gives 0.845."""
+  rounded = {f"{name}_rounded": float(np.round(np.float64(row[name]), 3))
+             for name in PUBLISHED_ROUNDING if row.get(name) is not None}
+  return {**row, **rounded}
 
 
 def with_mean(per_subset: Results) -> dict:
-  """{subset: metrics} plus "mean": the plain mean over subsets (the paper's "Mean" column)."""
-  return {**per_subset, "mean": metrics.mean_over_subsets(per_subset)}
+  """{subset: metrics with the published rounding} plus "mean": the plain mean over subsets (the paper's "Mean"
+  column; for the rounded metrics, the mean of the rounded values, as the paper's)."""
+  rows = {subset: published_rounding(row) for subset, row in per_subset.items()}
+  return {**rows, "mean": metrics.mean_over_subsets(rows)}
 
 
 def mean_and_std(runs: Sequence[Results]) -> tuple[dict, dict]:
@@ -36,7 +50,8 @@ def mean_and_std(runs: Sequence[Results]) -> tuple[dict, dict]:
 
 
 def markdown_table(results: Results, std: Optional[Results] = None, title: str = "") -> str:
-  """Rows = metrics, columns = subsets then Mean, values in % with one decimal (and ± std when given)."""
+  """Rows = metrics, columns = subsets then Mean, values in % with one decimal (and ± std when given). Image AUROC
+  and PRO show the published rounding where results carry it, so the table reads as the paper's."""
   subsets = list(results)
   lines = [f"### {title}", ""] if title else []
   lines.append("| metric | " + " | ".join(subsets) + " |")
@@ -44,11 +59,12 @@ def markdown_table(results: Results, std: Optional[Results] = None, title: str =
   for metric, label in METRIC_NAMES.items():
     cells = []
     for subset in subsets:
-      value = results[subset].get(metric)
+      key = f"{metric}_rounded" if f"{metric}_rounded" in results[subset] else metric
+      value = results[subset].get(key)
       if value is None or (isinstance(value, float) and math.isnan(value)):
         cells.append("–")
-      elif std is not None and std[subset].get(metric) is not None:
-        cells.append(f"{100 * value:.1f} ± {100 * std[subset][metric]:.1f}")
+      elif std is not None and std[subset].get(key) is not None:
+        cells.append(f"{100 * value:.1f} ± {100 * std[subset][key]:.1f}")
       else:
         cells.append(f"{100 * value:.1f}")
     lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -13,6 +13,7 @@ import data_fixtures as fx
 from mmr_jax.data import compare_pil
 from mmr_jax.data import pipeline
 from mmr_jax.data import preprocess
+from mmr_jax.data import sources
 from mmr_jax.data.layouts import DatasetError
 
 
@@ -24,19 +25,22 @@ def _fresh_caches():
 
 
 def _epoch(config, epoch, seed=0, **kwargs):
-  return np.concatenate([b["image"] for b in pipeline.train_batches(config, epoch, seed, **kwargs)])
+  """The epoch's real training images in order (without the rows that pad its last batch)."""
+  batches = list(pipeline.train_batches(config, epoch, seed, **kwargs))
+  return np.concatenate([b["image"][b["weight"] > 0] for b in batches])
 
 
 def test_train_batches_shapes_dtype_and_normalisation(tmp_path):
   config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path, train=7))
   batches = list(pipeline.train_batches(config, epoch=0, seed=0))
-  assert len(batches) == pipeline.steps_per_epoch(config) == 3  # 7 images, batch 2: the last one dropped.
+  assert len(batches) == pipeline.steps_per_epoch(config) == 4  # 7 images, batch 2: the last one padded.
   for batch in batches:
-    assert set(batch) == {"image"}
+    assert set(batch) == {"image", "weight"}
     assert batch["image"].shape == (2, 32, 32, 3) and batch["image"].dtype == np.float32
     # Values are normalised uint8 levels: de-normalising and normalising again is the identity.
-    np.testing.assert_allclose(preprocess.normalize(preprocess.denormalize(batch["image"])), batch["image"],
-                               atol=1e-5)
+    real = batch["image"][batch["weight"] > 0]
+    np.testing.assert_allclose(preprocess.normalize(preprocess.denormalize(real)), real, atol=1e-5)
+  assert batches[-1]["weight"].tolist() == [1, 0]
 
 
 def test_normalisation_constants(tmp_path):
@@ -187,13 +191,31 @@ def test_bad_training_file_stops_before_the_first_batch(tmp_path):
   bad = fx.truncate(root / "AeBAD_S/train/good/sub1/003.png")
   with pytest.raises(DatasetError, match=f"{bad}: does not decode"):
     pipeline.train_batches(fx.config_for("aebad_s", root), 0, 0)
-  assert len(_epoch(fx.config_for("aebad_s", root, skip_bad_files=True), 0)) == 4  # 5 usable, batch 2.
+  assert len(_epoch(fx.config_for("aebad_s", root, skip_bad_files=True), 0)) == 5  # 5 usable, all trained.
 
 
 def test_too_few_training_images_for_a_batch(tmp_path):
   config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path, train=1))
+  assert pipeline.steps_per_epoch(config) == 1  # One image and one padding row.
+  config.data.drop_last = True
   with pytest.raises(DatasetError, match="fewer than one batch"):
     pipeline.steps_per_epoch(config)
+
+
+def test_the_last_partial_batch_is_trained_with_padding_of_weight_zero(tmp_path):
+  """As the published DataLoader (drop_last=False): every image once per epoch, the last batch smaller. Here it
+  keeps the compiled shape, its missing rows zero images of weight 0; data.drop_last restores dropping."""
+  config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path, train=7))
+  config.batch_size = 4
+  batches = list(pipeline.train_batches(config, epoch=1, seed=5))
+  assert [b["weight"].tolist() for b in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+  assert not batches[-1]["image"][3].any()
+  plan = pipeline.epoch_plan(sources.train_set(config).shapes, 5, 1, config.data)
+  assert sorted(plan["index"].tolist()) == list(range(7))  # Each image once; the 7th is in the last batch.
+  hosts = [list(pipeline.train_batches(config, 1, 5, process_index=h, process_count=2)) for h in range(2)]
+  assert [b["weight"].tolist() for b in hosts[1]] == [[1, 1], [1, 0]]
+  config.data.drop_last = True
+  assert pipeline.steps_per_epoch(config) == 1 and len(_epoch(config, 1, seed=5)) == 4
 
 
 def test_mvtec_trains_on_the_named_class(tmp_path):
@@ -201,8 +223,8 @@ def test_mvtec_trains_on_the_named_class(tmp_path):
   config = fx.config_for("mvtec", tmp_path, subsets=("bottle", "screw"))
   with pytest.raises(DatasetError, match="one model per class"):
     pipeline.steps_per_epoch(config)
-  assert pipeline.steps_per_epoch(config, subset="screw") == 2
-  assert _epoch(config, 0, subset="screw").shape == (4, 32, 32, 3)
+  assert pipeline.steps_per_epoch(config, subset="screw") == 3
+  assert _epoch(config, 0, subset="screw").shape == (5, 32, 32, 3)
   # Types in name order: broken, good.
   assert [b["label"].tolist() for b in pipeline.eval_batches(config, "screw")] == [[1, 1, 0], [0, 0, 0]]
 
@@ -212,7 +234,7 @@ def test_aebad_v_frames_are_labelled_by_folder(tmp_path):
   batches = list(pipeline.eval_batches(config, "video1"))
   assert [b["label"].tolist() for b in batches] == [[1, 1, 0], [0, 0, 0]]
   assert all(b["mask"].sum() == 0 for b in batches) and not pipeline.has_masks(config)
-  assert _epoch(config, 0).shape == (4, 32, 32, 3)
+  assert _epoch(config, 0).shape == (5, 32, 32, 3)
 
 
 def test_tfds_route_gives_the_folder_route_batches(tmp_path):
@@ -239,13 +261,13 @@ def test_importing_the_package_does_not_import_tensorflow():
 def test_min_epoch_images_repeats_a_small_set_with_fresh_augmentation(tmp_path):
   config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path, train=5))
   one_pass = _epoch(config, 2, seed=3)
-  assert len(one_pass) == 4  # 5 images, batch 2, one pass (the published epoch).
+  assert len(one_pass) == 5  # 5 images, batch 2, one pass (the published epoch).
   config.data.min_epoch_images = 12
-  assert pipeline.passes_per_epoch(5, 12) == 3 and pipeline.steps_per_epoch(config) == 7  # 15 crops // 2.
+  assert pipeline.passes_per_epoch(5, 12) == 3 and pipeline.steps_per_epoch(config) == 8  # 15 crops, batch 2.
   repeated = _epoch(config, 2, seed=3)
-  assert len(repeated) == 14
+  assert len(repeated) == 15
   # The first pass is the published epoch; later passes reuse the images with other orders and crops.
-  np.testing.assert_array_equal(repeated[:4], one_pass)
+  np.testing.assert_array_equal(repeated[:5], one_pass)
   order = pipeline.epoch_order(5, seed=3, epoch=2, passes=3)
   assert sorted(order.tolist()) == sorted(list(range(5)) * 3)
   assert not np.array_equal(order[:5], order[5:10])

@@ -131,3 +131,30 @@ def test_teacher_feature_shapes_follow_torchvision_strides():
   wide = resnet.ResNetFeatures(teachers.TEACHERS["wide_resnet50_2"])
   shapes = jax.eval_shape(lambda k: wide.init_with_output(k, jnp.zeros((1, 224, 224, 3)))[0], jax.random.key(0))
   assert [s.shape for s in shapes] == [(1, 56, 56, 256), (1, 28, 28, 512), (1, 14, 14, 1024)]
+
+
+def _torch_fan_in(layer: str, kernel: np.ndarray) -> int:
+  """PyTorch's fan_in of the layer the HWIO kernel came from: dim 1 of its weight × kernel area, i.e. the input
+  channels of a Conv2d and the *output* channels of a ConvTranspose2d (weight (in, out, k, k))."""
+  kh, kw, cin, cout = kernel.shape
+  return kh * kw * (cout if layer.startswith("convt") else cin)
+
+
+def test_fpn_starts_from_pytorchs_default_initialisation(student_and_params):
+  """The published code leaves the FPN's convolutions at PyTorch's default, U(±1/√fan_in) for weights and the
+  ConvTranspose biases (docs/spec.md §2): every kernel within the bound with a uniform's std (bound/√3)."""
+  _, params = student_and_params
+  checked = 0
+  for branch, branch_params in params["fpn"].items():
+    for layer, leaves in branch_params.items():
+      if "kernel" not in leaves:
+        continue  # LayerNorms.
+      kernel = np.asarray(leaves["kernel"])
+      bound = 1.0 / np.sqrt(_torch_fan_in(layer, kernel))
+      assert np.abs(kernel).max() <= bound, (branch, layer)
+      np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.1, err_msg=f"{branch}/{layer}")
+      if "bias" in leaves:
+        bias = np.asarray(leaves["bias"])
+        assert np.abs(bias).max() <= bound and np.abs(bias).max() > bound / 2, (branch, layer)
+      checked += 1
+  assert checked == 9  # simfp_2: 2 ConvT, 1×1, 3×3; simfp_3: ConvT, 1×1, 3×3; simfp_4: 1×1, 3×3.

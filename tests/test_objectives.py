@@ -70,6 +70,22 @@ def test_loss_is_mean_cosine_distance_summed_over_scales():
   assert abs(float(same)) < 1e-5
 
 
+def test_weighted_loss_is_the_mean_over_the_real_images_only():
+  """An epoch's last batch is padded to the compiled shape with weight-0 rows: its loss and gradients must be
+  those of the real images alone, as the published code computes on its smaller last batch."""
+  teacher, student = feature_pyramid(jax.random.key(4)), feature_pyramid(jax.random.key(5))
+  weights = jnp.array([1.0, 0.0])  # Image 1 pads.
+  weighted = lambda student: objectives.reconstruction_loss(teacher, student, weights)[0]
+  real_only = lambda student: objectives.reconstruction_loss([t[:1] for t in teacher], student)[0]
+  np.testing.assert_allclose(weighted(student), real_only([s[:1] for s in student]), rtol=1e-6)
+  grads, real_grads = jax.grad(weighted)(student), jax.grad(real_only)([s[:1] for s in student])
+  for g, real in zip(grads, real_grads):
+    np.testing.assert_allclose(g[:1], real, rtol=1e-5, atol=1e-9)
+    assert not np.asarray(g[1:]).any()  # Padding contributes nothing.
+  all_real, _ = objectives.reconstruction_loss(teacher, student, jnp.ones(2))
+  np.testing.assert_allclose(all_real, objectives.reconstruction_loss(teacher, student)[0], rtol=1e-6)
+
+
 def test_anomaly_map_pipeline():
   teacher, student = feature_pyramid(jax.random.key(2)), feature_pyramid(jax.random.key(3))
   maps = objectives.anomaly_maps(teacher, student, (64, 64))

@@ -2,9 +2,11 @@
 identical to the uninterrupted run, K seeds in one program equal to K one-seed runs, sharding over 8 devices,
 two processes joined as two hosts."""
 
+import collections
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -34,10 +36,11 @@ def data_root(tmp_path_factory):
 
 
 def tiny_overrides(data_root) -> dict:
-  # A micro student of one transformer block: the demo's code path at a fraction of its compile time.
+  # A micro student of one transformer block: the demo's code path at a fraction of its compile time. 8 training
+  # images in batches of 6: every epoch ends with a padded batch (2 real images), on one host or two.
   return {"data.root": str(data_root), "data.subsets": ("same", "view"), "data.image_size": 64,
           "data.resize_size": 73, "model.vit.width": 128, "model.vit.num_heads": 2, "model.vit.depth": 1,
-          "batch_size": 4, "eval_batch_size": 8, "num_epochs": 2, "checkpoint_every_epochs": 1,
+          "batch_size": 6, "eval_batch_size": 8, "num_epochs": 2, "checkpoint_every_epochs": 1,
           "log_every_steps": 1, "eval.num_heatmaps": 2}
 
 
@@ -74,7 +77,7 @@ def test_training_run_writes_reports(uninterrupted):
   assert on_disk == results
   assert set(on_disk) == {"same", "view", "mean"}
   for row in on_disk.values():
-    assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro"}
+    assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro", "image_auroc_rounded", "pro_rounded"}
     assert all(0.0 <= v <= 1.0 for v in row.values() if v is not None and not np.isnan(v))
   np.testing.assert_allclose(on_disk["mean"]["image_auroc"],
                              (on_disk["same"]["image_auroc"] + on_disk["view"]["image_auroc"]) / 2)
@@ -124,12 +127,13 @@ def test_seeds_in_one_program_equal_separate_runs(data_root):
   losses, alone_losses = [], [[], []]
   lr = 1e-3  # Not the warm-up's 0, so that the parameters move.
   for epoch in (0, 1):
-    for images in together.global_batch(epoch):
-      state, metrics = together.train_step(state, images, together.teacher_fn(together.teacher_params, images), lr)
+    for images, weights in together.global_batch(epoch):
+      state, metrics = together.train_step(state, images, weights,
+                                           together.teacher_fn(together.teacher_params, images), lr)
       losses.append(np.asarray(metrics["loss"]))
     for k, run in enumerate(alone):
-      for images in run.global_batch(epoch):
-        alone_states[k], metrics = run.train_step(alone_states[k], images,
+      for images, weights in run.global_batch(epoch):
+        alone_states[k], metrics = run.train_step(alone_states[k], images, weights,
                                                   run.teacher_fn(run.teacher_params, images), lr)
         alone_losses[k].append(float(metrics["loss"][0]))
   np.testing.assert_allclose(np.stack(losses), np.asarray(alone_losses).T, rtol=1e-5)
@@ -145,6 +149,52 @@ def test_seeds_in_one_program_equal_separate_runs(data_root):
     np.testing.assert_allclose(maps[k], predict(run, alone_states[k].params).maps[0], rtol=1e-4, atol=1e-5)
 
 
+def _precisions_in(hlo: str) -> collections.Counter:
+  """How many dot_general and convolution ops of a lowered program carry each precision."""
+  found = re.findall(r"stablehlo\.dot_general.*precision = \[(\w+), \w+\]", hlo)
+  found += re.findall(r"stablehlo\.convolution.*precision (\w+)>", hlo)
+  assert len(found) == hlo.count("stablehlo.dot_general") + hlo.count("stablehlo.convolution")
+  return collections.Counter(found)
+
+
+def test_model_precision_reaches_every_dot_and_convolution(data_root):
+  """model.precision sets the student's and the teacher's matmuls and convolutions in the three compiled
+  functions; only the map resampling (explicitly HIGHEST, objectives.py) keeps its own."""
+  counts = {}
+  for precision in ("default", "high", "highest"):
+    run = trainer.Run(tiny_config(data_root, **{"model.precision": precision}))
+    state = run.initial_state()
+    images = jax.ShapeDtypeStruct((1, 6, 64, 64, 3), np.float32)
+    test_images = jax.ShapeDtypeStruct((8, 64, 64, 3), np.float32)
+    features = jax.eval_shape(run.teacher_fn, run.teacher_params, images)
+    test_features = tuple(jax.ShapeDtypeStruct(f.shape[1:], f.dtype)
+                          for f in jax.eval_shape(run.teacher_fn, run.teacher_params,
+                                                 jax.ShapeDtypeStruct((1, *test_images.shape), np.float32)))
+    hlo = "\n".join([
+        run.teacher_fn.lower(run.teacher_params, images).as_text(),
+        run.train_step.lower(state, images, jax.ShapeDtypeStruct((1, 6), np.float32), features, 1e-3).as_text(),
+        run.anomaly_fn.lower(state.params, test_images, test_features,
+                             jax.ShapeDtypeStruct((2,), np.uint32)).as_text()])
+    counts[precision] = _precisions_in(hlo)
+  explicit = counts["default"]["HIGHEST"]
+  assert explicit == counts["high"]["HIGHEST"] > 0
+  assert set(counts["default"]) == {"DEFAULT", "HIGHEST"} and set(counts["high"]) == {"HIGH", "HIGHEST"}
+  assert counts["default"]["DEFAULT"] == counts["high"]["HIGH"] > 5 * explicit
+  assert set(counts["highest"]) == {"HIGHEST"}
+  assert counts["highest"]["HIGHEST"] == explicit + counts["default"]["DEFAULT"]
+
+
+def test_test_mask_ratio_masks_the_student_reproducibly(data_root):
+  """eval.test_mask_ratio > 0 (the published option; 0 in its configs) hides tokens at test time: the maps change,
+  and evaluating again gives the same maps (the noise comes from the seed, subset and batch)."""
+  plain = trainer.Run(tiny_config(data_root))
+  masked = trainer.Run(tiny_config(data_root, **{"eval.test_mask_ratio": 0.4}))
+  params = plain.initial_state().params
+  first, again = predict(masked, params).maps, predict(masked, params).maps
+  np.testing.assert_array_equal(first, again)
+  assert np.abs(first - predict(plain, params).maps).max() > 1e-3
+
+
 def predict(run, params):
   return evaluation.predict_subset(run.config, "same", params, run.teacher_params, run.teacher_fn, run.anomaly_fn,
                                    run.mesh)
@@ -156,14 +206,14 @@ SHARDED_SCRIPT = textwrap.dedent("""
     runtime.enable_compilation_cache(min_compile_seconds=0.2)
     from tests.test_training import tiny_config
     assert jax.device_count() == 8, jax.devices()
-    config = tiny_config(sys.argv[1], batch_size=8, eval_batch_size=8)
+    config = tiny_config(sys.argv[1], batch_size=16, eval_batch_size=8)  # 8 real rows: 4 devices hold only padding.
     results = []
     for devices in (1, 8):
       run = trainer.Run(config, mesh=sharding.make_mesh(devices))
       state, losses = run.initial_state(), []
-      for images in run.global_batch(1):
+      for images, weights in run.global_batch(1):
         assert len(images.sharding.device_set) == devices
-        state, metrics = run.train_step(state, images, run.teacher_fn(run.teacher_params, images), 1e-3)
+        state, metrics = run.train_step(state, images, weights, run.teacher_fn(run.teacher_params, images), 1e-3)
         losses.append(float(metrics["loss"][0]))
       results.append((jax.device_get(state.params), losses))
     (one, losses_one), (eight, losses_eight) = results
@@ -199,8 +249,8 @@ def train_epoch_and_predict(config):
   """One epoch of training steps at lr 1e-3 from the initial state, then the maps of the 'same' test subset."""
   run = trainer.Run(config)
   state, losses = run.initial_state(), []
-  for images in run.global_batch(1):
-    state, metrics = run.train_step(state, images, run.teacher_fn(run.teacher_params, images), 1e-3)
+  for images, weights in run.global_batch(1):
+    state, metrics = run.train_step(state, images, weights, run.teacher_fn(run.teacher_params, images), 1e-3)
     losses.append(float(metrics["loss"][0]))
   return np.asarray(losses), predict(run, state.params).maps
 

@@ -332,9 +332,13 @@ def model_references(args: argparse.Namespace, rng: np.random.Generator):
   image_np = synthetic_images(rng, args.batch, size)
   noise_np = mask_noise(rng, args.batch, grid * grid)
   image, noise, ratio = torch.from_numpy(image_np).double(), torch.from_numpy(noise_np), args.mask_ratio
-  # float64: a float32 0.4 would make int(400 · (1 − ratio)) 239 instead of 240 in a reader.
+  # float64 by default; --ratio-dtype float32 writes it as some tools do, which a reader must read as the decimal
+  # it was (a float32 0.4 taken literally makes int(400 · (1 − ratio)) 239 instead of 240).
   refs: dict[str, np.ndarray] = {
-      "image": image_np, "finetune_mask_ratio": np.float64(ratio), "mask_noise": noise_np}
+      "image": image_np, "finetune_mask_ratio": np.dtype(args.ratio_dtype).type(ratio), "mask_noise": noise_np}
+  # MAE's mask (1 = hidden), from the same argsort as the model's masking.
+  hidden = np.argsort(np.argsort(noise_np, axis=1, kind="stable"), axis=1) >= int(grid * grid * (1 - ratio))
+  refs["train_mask"] = hidden.astype(np.float32)
   if pos_grid != grid:
     refs["encoder_pos_embed_resized"] = _np32(student.encoder_pos_embed(grid))
 
@@ -429,6 +433,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--mask-ratio", type=float, default=0.4)
+  parser.add_argument("--ratio-dtype", choices=("float64", "float32"), default="float64",
+                      help="how finetune_mask_ratio is stored in R.npz")
   # 1e-2 rather than the schedule's 1e-3: the decay term lr · 0.05 · w is then 5e-4 of a parameter, above the
   # 1e-4 relative tolerance, so a wrong weight-decay group shows in post_step/ instead of hiding under it.
   parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of the AdamW step")
@@ -441,6 +447,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--metrics-only", action="store_true", help="write only R.npz with the metric keys")
   parser.add_argument("--out-dir", required=True)
   parser.add_argument("--prefix", default="", help="file name prefix: <prefix>W.npz, <prefix>R.npz")
+  parser.add_argument("--drop", type=lambda text: tuple(filter(None, text.split(","))), default=(),
+                      help="comma-separated key prefixes to leave out of R.npz (to keep a golden file small)")
   args = parser.parse_args(argv)
   if args.image_size <= 0 or args.image_size % 16:
     parser.error(f"--image-size must be a positive multiple of 16, got {args.image_size}")
@@ -471,7 +479,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{metrics['metric_image_auroc']:.4f}, pixel AUROC {metrics['metric_pixel_auroc']:.4f}, PRO "
           f"{metrics['metric_pro_mean']:.4f} (per image {np.round(metrics['metric_pro_per_image'], 4).tolist()}), "
           f"AUPRO {metrics['metric_aupro']:.4f}")
-  save_npz(os.path.join(args.out_dir, f"{args.prefix}R.npz"), references)
+  dropped = [key for key in references if any(key.startswith(prefix) for prefix in args.drop)]
+  if dropped:
+    print(f"  leaving out {len(dropped)} keys that start with {', '.join(args.drop)}")
+  save_npz(os.path.join(args.out_dir, f"{args.prefix}R.npz"),
+           {k: v for k, v in references.items() if k not in dropped})
   print(f"done in {time.perf_counter() - started:.1f} s")
 
 

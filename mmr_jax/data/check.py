@@ -7,7 +7,9 @@
 Prints the number of images per split, subset and label, the non-image files skipped (macOS `._*` and the
 like), and every problem with its path: a file that does not decode, a missing or mismatched mask, a missing
 folder, an empty split. It reads the folders (the manual download) even when config.data.use_tfds is set,
-since that is what the TFDS builders read.
+since that is what the TFDS builders read. It also compares each split's files with those the published code's
+globs would find (nested folders, other extensions, hidden files): a note on whether results are comparable with
+the paper's, never a reason to refuse the dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import posixpath
 import sys
 from collections.abc import Callable
 
@@ -39,6 +42,7 @@ class SplitReport:
   problems: list[str] = dataclasses.field(default_factory=list)
   empty_masks: list[str] = dataclasses.field(default_factory=list)
   types: dict[str, int] = dataclasses.field(default_factory=dict)  # Anomalous images by defect type.
+  published: list[str] = dataclasses.field(default_factory=list)  # How the files compare with the published code's.
 
 
 def _inspect(example: layouts.Example) -> tuple[str | None, bool]:
@@ -65,6 +69,53 @@ def check_split(files: layouts.FileList) -> SplitReport:
   report.counts = {"normal": normal, "anomalous": len(files.examples) - normal}
   report.types = layouts.count_by([e for e in files.examples if e.label], lambda e: e.defect_type)
   return report
+
+
+def _note(names: list[str], what: str) -> str:
+  return f"note: {len(names)} files {what} (e.g. {names[0]})"
+
+
+def compare_published(files: layouts.FileList, published: layouts.PublishedFiles) -> list[str]:
+  """Lines saying how the files read here differ from those the published code enumerates, ending with whether
+  the images are the same (results comparable with the paper's)."""
+  ours, theirs = {e.name for e in files.examples}, set(published.names)
+  extra, missing = sorted(ours - theirs), sorted(theirs - ours)
+  if not extra and not missing:
+    return [f"the files match the published code's ({published.pattern})"]
+  folders, skipped = set(published.folders), set(files.skipped)
+  other_extension = [n for n in extra if posixpath.dirname(n) in folders]
+  nested = [n for n in extra if n not in other_extension
+            and any(posixpath.dirname(n).startswith(folder + "/") for folder in folders)]
+  outside = [n for n in extra if n not in other_extension and n not in nested]
+  # Resource forks first, so that the example shown is one.
+  hidden = sorted((n for n in missing if posixpath.basename(n).startswith(".")),
+                  key=lambda n: not posixpath.basename(n).startswith("._"))
+  non_image = [n for n in missing if n not in hidden and n in skipped]
+  unread = [n for n in missing if n not in hidden and n not in skipped]
+  lines = []
+  if nested:
+    lines.append(_note(nested, "are in nested folders the published code does not read"))
+  if other_extension:
+    lines.append(_note(other_extension, f"have extensions other than {published.extension} that the published code "
+                                        f"does not read"))
+  if outside:
+    lines.append(_note(outside, "are outside the folders the published code reads"))
+  if unread:
+    lines.append(_note(unread, "in hidden folders are read by the published code but not here"))
+  if hidden:
+    forks = ", macOS `._*` resource forks among them" if posixpath.basename(hidden[0]).startswith("._") else ""
+    lines.append(_note(hidden, f"are hidden and not images{forks}: skipped here, but the published code lists them "
+                               f"too and its loader would fail on them"))
+  if non_image:
+    lines.append(_note(non_image, "have no image extension: skipped here, but the published code lists them too "
+                                  "and would try to decode them"))
+  if nested or other_extension or outside or unread:
+    lines.append(f"note: so the images differ from the published code's ({published.pattern}) and results are "
+                 f"not comparable file for file with the paper's; move the files named aside for a comparable run")
+  else:
+    lines.append(f"the images match the published code's ({published.pattern}); it would also open the other "
+                 f"files named")
+  return lines
 
 
 def _splits(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
@@ -94,7 +145,11 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
     except DatasetError as error:
       reports.append(SplitReport(f"{split} {subset}".strip(), problems=[error.message]))
       continue
-    reports.append(check_split(files))
+    report = check_split(files)
+    published = layouts.published_files(config, split, subset)
+    if published is not None:
+      report.published = compare_published(files, published)
+    reports.append(report)
 
   usable = True
   for pair, report in zip(pairs, reports):
@@ -104,6 +159,8 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
     if report.skipped:
       examples = ", ".join(report.skipped[:_MAX_LISTED])
       emit(f"  skipped {len(report.skipped)} non-image files (e.g. {examples})")
+    for line in report.published:
+      emit(f"  {line}")
     if report.empty_masks:
       emit(f"  note: {len(report.empty_masks)} anomalous images have an all-zero mask and will count as normal "
            f"(e.g. {report.empty_masks[0]})")

@@ -12,11 +12,16 @@ name is what reports and evaluation batches show.
              masks ROOT/<class>/ground_truth/<type>/<stem>_mask.png
     folder   ROOT/train/good/*, ROOT/test/<type>/*, masks ROOT/ground_truth/<type>/<stem>_mask.png (optional:
              without ground_truth/, image-level metrics only); one test subset, named after ROOT's folder
+
+These readers are more tolerant than the published ones: training folders are searched recursively and every
+extension of IMAGE_EXTENSIONS is read. `published_files` lists what the published code would read instead, so
+that `python -m mmr_jax.data.check` can say whether a tree gives the paper's file sets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import pathlib
 from collections.abc import Sequence
@@ -227,6 +232,54 @@ def folder_has_masks(root: str | os.PathLike) -> bool:
 def folder_subset(root: str | os.PathLike) -> str:
   """The folder layout's single test subset is named after its root folder."""
   return pathlib.Path(root).resolve().name
+
+
+@dataclasses.dataclass
+class PublishedFiles:
+  """The files the published readers (datasets/{aebad_S,aebad_V,mvtec}.py) enumerate for one split."""
+  pattern: str  # What they read, for messages: AeBAD_S/train/good/<subfolder>/*.png.
+  names: list[str]  # Relative to config.data.root, as Example.name.
+  folders: list[str]  # The folders whose files they list (relative).
+  extension: str  # The one extension globbed, case-sensitive ('.png', '.jpg'); '' when every file is listed.
+
+
+def published_files(config: ml_collections.ConfigDict, split: str, subset: str) -> PublishedFiles | None:
+  """What the published code would read for (split, subset), by its own rules, to compare with this reader's.
+
+  Its AeBAD readers find folders with os.listdir (hidden ones included) and glob `*.png` / `*.jpg` in them:
+  one level, case-sensitive, and Python's glob skips names starting with '.' (so `._*` forks). AeBAD-V's
+  `train/good/*/` is a glob too, without hidden folders. Its MVTec reader takes every file os.listdir gives in
+  `<class>/<split>/<type>/`, non-images and `._*` included. None for the folder layout, which it lacks.
+  """
+  name, root = _check_name(config), data_root(config)
+  if name == "folder":
+    return None
+
+  def folders_in(folder: pathlib.Path, hidden: bool = True) -> list[pathlib.Path]:
+    if not folder.is_dir():
+      return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and (hidden or not p.name.startswith(".")))
+
+  if name == "aebad_s" and split == "train":
+    folders, pattern = folders_in(root / "AeBAD_S" / "train" / GOOD), "AeBAD_S/train/good/<subfolder>/*.png"
+  elif name == "aebad_s":
+    folders = [t / subset for t in folders_in(root / "AeBAD_S" / "test") if (t / subset).is_dir()]
+    pattern = f"AeBAD_S/test/<type>/{subset}/*.png"
+  elif name == "aebad_v" and split == "train":
+    folders, pattern = folders_in(root / "AeBAD_V" / "train" / GOOD, hidden=False), "AeBAD_V/train/good/*/*.jpg"
+  elif name == "aebad_v":
+    folders, pattern = folders_in(root / "AeBAD_V" / "test" / subset), f"AeBAD_V/test/{subset}/<folder>/*.jpg"
+  else:
+    folders, pattern = folders_in(root / subset / split), f"{subset}/{split}/<type>/*"
+  extension = {"aebad_s": ".png", "aebad_v": ".jpg"}.get(name, "")
+  names = []
+  for folder in folders:
+    if extension:
+      paths = [pathlib.Path(p) for p in glob.glob(os.path.join(glob.escape(str(folder)), "*" + extension))]
+    else:
+      paths = [folder / entry for entry in os.listdir(folder)]
+    names += [_relative(path, root) for path in paths if not path.is_dir()]
+  return PublishedFiles(pattern, sorted(names), [_relative(f, root) for f in folders], extension)
 
 
 def _check_name(config: ml_collections.ConfigDict) -> str:

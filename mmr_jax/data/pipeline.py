@@ -117,12 +117,18 @@ def _local_batch(global_batch: int, process_index: int, process_count: int, what
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, subset: str | None = None) -> int:
-  """Full global batches per epoch (the incomplete last batch is dropped)."""
+  """Global batches per epoch: the last, smaller one included, as the published DataLoader (drop_last=False)
+  trains it; only full batches with data.drop_last."""
   num_examples = len(sources.train_set(config, subset))
-  steps = num_examples * passes_per_epoch(num_examples, config.data.min_epoch_images) // config.batch_size
+  epoch_images = num_examples * passes_per_epoch(num_examples, config.data.min_epoch_images)
+  if config.data.drop_last:
+    steps = epoch_images // config.batch_size
+  else:
+    steps = -(-epoch_images // config.batch_size)
   if steps == 0:
     raise DatasetError(f"the training set has {num_examples} images, fewer than one batch "
-                       f"(batch_size={config.batch_size}); lower --config.batch_size or add images")
+                       f"(batch_size={config.batch_size}, data.drop_last=True); lower --config.batch_size, add "
+                       f"images or keep the last batch")
   return steps
 
 
@@ -147,7 +153,9 @@ def _parallel_map(columns: tuple[np.ndarray, ...], function, output_types, outpu
 
 def train_batches(config: ml_collections.ConfigDict, epoch: int, seed: int, process_index: int = 0,
                   process_count: int = 1, *, subset: str | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One epoch of this host's training batches: {"image": float32 (B_local, S, S, 3)}, ImageNet-normalised.
+  """One epoch of this host's training batches: {"image": float32 (B_local, S, S, 3), ImageNet-normalised,
+  "weight": float32 (B_local,)}. Every batch has the full shape, so the step compiles once: the rows past the
+  epoch's last image (in its last batch, unless data.drop_last) are zero images with weight 0.
 
   A pure function of (seed, epoch). For mvtec, `subset` names the class (see layouts.train_subset).
   """
@@ -156,15 +164,20 @@ def train_batches(config: ml_collections.ConfigDict, epoch: int, seed: int, proc
   steps = steps_per_epoch(config, subset)
   plan = epoch_plan(split.shapes, seed, epoch, config.data)
   positions = (np.arange(steps)[:, None] * config.batch_size + process_index * local + np.arange(local)).ravel()
-  columns = tuple(plan[key][positions] for key in ("index", "top", "left", "height", "width", "flip"))
+  real = positions < len(plan["index"])
+  columns = tuple(np.where(real, plan[key][np.minimum(positions, len(plan["index"]) - 1)], -1)
+                  for key in ("index", "top", "left", "height", "width", "flip"))
   size = config.data.image_size
 
   def prepare(index, top, left, height, width, flip):
+    if index < 0:  # Padding.
+      return (np.zeros((size, size, 3), np.float32),)
     image = split.load(int(index))[0]
     return (preprocess.train_transform(image, (top, left, height, width), bool(flip), size),)
 
   dataset = _parallel_map(columns, prepare, (tf.float32,), ([size, size, 3],), local, drop_remainder=True)
-  return ({"image": image} for (image,) in dataset.as_numpy_iterator())
+  weights = real.astype(np.float32).reshape(steps, local)
+  return ({"image": image, "weight": weight} for (image,), weight in zip(dataset.as_numpy_iterator(), weights))
 
 
 @dataclasses.dataclass

@@ -26,6 +26,26 @@ def centre_offset(resized: int, cropped: int) -> int:
   return int(round((resized - cropped) / 2.0))
 
 
+def centre_padding(resized: int, cropped: int) -> tuple[int, int]:
+  """torchvision CenterCrop's zero padding (before, after) of a side shorter than the crop: (64 - 51) gives (6, 7).
+
+  The odd pixel goes after (right, bottom); a side at least as long as the crop gets none.
+  """
+  extra = max(cropped - resized, 0)
+  return extra // 2, (extra + 1) // 2
+
+
+def centre_crop(array: np.ndarray, size: int) -> np.ndarray:
+  """CenterCrop(size) of a square uint8 image (S, S, ...): cropped, or padded with zeros when S < size, as
+  torchvision pads the PIL image with fill 0 before cropping (so, before Normalize: black pixels)."""
+  side = array.shape[0]
+  if side < size:
+    before, after = centre_padding(side, size)
+    return np.pad(array, [(before, after), (before, after)] + [(0, 0)] * (array.ndim - 2))
+  start = centre_offset(side, size)
+  return array[start:start + size, start:start + size]
+
+
 def normalize(image: np.ndarray) -> np.ndarray:
   """uint8 RGB (..., 3) -> float32 ImageNet-normalised (ToTensor + Normalize)."""
   return image.astype(np.float32) * _SCALE + _OFFSET
@@ -67,14 +87,14 @@ def eval_transform(image: np.ndarray, mask: np.ndarray | None, mask_nearest: boo
                    image_size: int, strict_masks: bool) -> tuple[np.ndarray, np.ndarray]:
   """Resize to resize_size² (bilinear, aspect not kept), centre-crop image_size; the mask likewise, binarised.
 
-  Returns (uint8 (S, S, 3) image, uint8 (S, S) mask in {0, 1}); no mask gives an all-zero one.
+  With resize_size < image_size the crop pads a zero border instead (`centre_crop`): black in the image, normal
+  in the mask. Returns (uint8 (S, S, 3) image, uint8 (S, S) mask in {0, 1}); no mask gives an all-zero one.
   """
   size = (resize_size, resize_size)
-  crop = slice(centre_offset(resize_size, image_size), centre_offset(resize_size, image_size) + image_size)
-  resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))[crop, crop]
+  resized = centre_crop(np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)), image_size)
   if mask is None:
     return resized, np.zeros((image_size, image_size), np.uint8)
   # PIL resizes 1-bit and palette images with nearest neighbour whatever filter is asked.
   resample = Image.Resampling.NEAREST if mask_nearest else Image.Resampling.BILINEAR
-  mask = np.asarray(Image.fromarray(mask).resize(size, resample))[crop, crop]
+  mask = centre_crop(np.asarray(Image.fromarray(mask).resize(size, resample)), image_size)
   return resized, binarize_mask(mask, strict_masks)

@@ -20,12 +20,34 @@ import jax.numpy as jnp
 
 Dtype = Any
 CONV3X3_FORMS = ("auto", "im2col", "native")
+# model.precision: of every dot and convolution without an explicit one (training.steps.at_precision).
+PRECISIONS = ("default", "high", "highest")
 
 
 def conv3x3_form(form: str) -> str:
   if form not in CONV3X3_FORMS:
     raise ValueError(f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {form!r}")
   return "native" if form == "auto" else form
+
+
+def torch_default_kernel(in_axis: int = -2, out_axis: int = -1) -> nn.initializers.Initializer:
+  """PyTorch's default for Conv2d / ConvTranspose2d weights: kaiming_uniform(a=√5) = U(±1/√fan_in).
+
+  The published MMR initialises only Linear and LayerNorm layers, so its FPN convolutions keep this default
+  (docs/spec.md §2). fan_in is PyTorch's: dimension 1 of the weight times the kernel area, which for a
+  ConvTranspose2d weight (in, out, k, k) is out·k², so its HWIO kernel passes in_axis=-1.
+  """
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=in_axis, out_axis=out_axis)
+
+
+def torch_default_bias(fan_in: int) -> nn.initializers.Initializer:
+  """PyTorch's default bias of a convolution: U(±1/√fan_in), fan_in as for its weight."""
+  bound = 1.0 / float(fan_in) ** 0.5
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
 
 
 def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
@@ -75,7 +97,7 @@ class Conv1x1(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.kaiming_normal(), (1, 1, x.shape[-1], self.features))
+    kernel = self.param("kernel", torch_default_kernel(), (1, 1, x.shape[-1], self.features))
     return matmul(x, kernel[0, 0], self.dtype).astype(self.dtype)
 
 
@@ -87,7 +109,7 @@ class Conv3x3(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.kaiming_normal(), (3, 3, x.shape[-1], self.features))
+    kernel = self.param("kernel", torch_default_kernel(), (3, 3, x.shape[-1], self.features))
     x = x.astype(self.dtype)
     if conv3x3_form(self.form) == "native":
       return jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)),
@@ -108,8 +130,8 @@ class ConvTranspose2x2(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
-    kernel = self.param("kernel", nn.initializers.kaiming_normal(), (2, 2, c, self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel = self.param("kernel", torch_default_kernel(in_axis=-1, out_axis=-2), (2, 2, c, self.features))
+    bias = self.param("bias", torch_default_bias(4 * self.features), (self.features,))
     flat = kernel.transpose(2, 0, 1, 3).reshape(c, 4 * self.features)
     y = matmul(x, flat, self.dtype).reshape(b, h, w, 2, 2, self.features)
     y = y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features)

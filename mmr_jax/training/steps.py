@@ -5,6 +5,7 @@ for a plain run): one compiled program trains K seeds side by side. The batch ax
 'data' axis and parameters are replicated (data parallelism); XLA inserts the gradient all-reduce.
 """
 
+import functools
 from typing import Any, Callable
 
 import flax
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from mmr_jax import objectives
+from mmr_jax.models import layers
 from mmr_jax.training import sharding
 
 
@@ -53,7 +55,22 @@ def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
   return None
 
 
-def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
+def at_precision(function: Callable, precision: str) -> Callable:
+  """`function` traced under `jax.default_matmul_precision(precision)` (model.precision): every dot and
+  convolution without an explicit precision, the student's and the teacher's, gets it. On GPUs "default" is TF32
+  and on TPUs one bfloat16 pass; "highest" is float32 on every backend; on the CPU all three are float32."""
+  if precision not in layers.PRECISIONS:
+    raise ValueError(f"model.precision must be one of {layers.PRECISIONS}, got {precision!r}")
+
+  @functools.wraps(function)
+  def traced(*args):
+    with jax.default_matmul_precision(precision):
+      return function(*args)
+
+  return traced
+
+
+def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh, precision: str = "highest") -> Callable:
   """(teacher_params, images (K, B, H, W, 3)) → three (K, B, h, w, C) float32 feature maps. Compiled on its own:
   the teacher needs no gradient, and a separate program lets XLA schedule its convolutions best (CPU notes)."""
   batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
@@ -63,22 +80,24 @@ def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
     maps = teacher.apply({"params": teacher_params}, images.reshape(k * b, *images.shape[2:]))
     return tuple(m.astype(jnp.float32).reshape(k, b, *m.shape[1:]) for m in maps)
 
-  return jax.jit(features, in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch,
-                 compiler_options=compiler_options(mesh))
+  return jax.jit(at_precision(features, precision), in_shardings=(sharding.replicated(mesh), batch),
+                 out_shardings=batch, compiler_options=compiler_options(mesh))
 
 
 def make_train_step(student: nn.Module, tx: optax.GradientTransformation, mask_ratio: float,
-                    mesh: jax.sharding.Mesh) -> Callable:
-  """(state, images (K,B,H,W,3), teacher features, lr) → (state, metrics). The old state's buffers are donated."""
+                    mesh: jax.sharding.Mesh, precision: str = "highest") -> Callable:
+  """(state, images (K,B,H,W,3), weights (K,B), teacher features, lr) → (state, metrics); the old state's buffers
+  are donated. `weights` is 1 for real images and 0 for the rows that pad an epoch's last, smaller batch: the loss
+  is the mean over the real images only, so that batch trains as the published one does (docs/spec.md §6)."""
   batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
   replicated = sharding.replicated(mesh)
 
-  def one_seed(state: TrainState, images, teacher_features, lr):
+  def one_seed(state: TrainState, images, weights, teacher_features, lr):
     rng, masking_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
 
     def loss_fn(params):
       features = student.apply({"params": params}, images, mask_ratio, rngs={"masking": masking_rng})
-      return objectives.reconstruction_loss(teacher_features, features)
+      return objectives.reconstruction_loss(teacher_features, features, weights)
 
     (loss, per_scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     hyperparams = {**state.opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}
@@ -94,23 +113,28 @@ def make_train_step(student: nn.Module, tx: optax.GradientTransformation, mask_r
                            rng=jax.random.key_data(rng))
     return new_state, metrics
 
-  step = jax.vmap(one_seed, in_axes=(0, 0, 0, None))
-  return jax.jit(step, in_shardings=(replicated, batch, batch, None), out_shardings=(replicated, replicated),
+  step = at_precision(jax.vmap(one_seed, in_axes=(0, 0, 0, 0, None)), precision)
+  return jax.jit(step, in_shardings=(replicated, batch, batch, batch, None), out_shardings=(replicated, replicated),
                  donate_argnums=(0,), compiler_options=compiler_options(mesh))
 
 
-def make_anomaly_fn(student: nn.Module, mesh: jax.sharding.Mesh, sigma: float, truncate: float) -> Callable:
-  """(params (K,…), images (B,H,W,3), teacher features (B,…)) → smoothed maps (K,B,H,W), scores (K,B).
+def make_anomaly_fn(student: nn.Module, mesh: jax.sharding.Mesh, sigma: float, truncate: float,
+                    mask_ratio: float = 0.0, precision: str = "highest") -> Callable:
+  """(params (K,…), images (B,H,W,3), teacher features (B,…), rng) → smoothed maps (K,B,H,W), scores (K,B).
 
-  The test images and their teacher features are shared by the K models; only the students differ."""
+  The test images and their teacher features are shared by the K models; only the students differ. The student
+  runs with `mask_ratio` (eval.test_mask_ratio; the published 0 hides nothing and ignores `rng`, raw PRNG key
+  data); with a ratio > 0 every seed masks the batch with the same noise, drawn from `rng`."""
   batch = sharding.batch_sharding(mesh)
   per_seed_batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
+  replicated = sharding.replicated(mesh)
 
-  def one_seed(params, images, teacher_features):
-    features = student.apply({"params": params}, images, 0.0)
+  def one_seed(params, images, teacher_features, rng):
+    rngs = {"masking": jax.random.wrap_key_data(rng)} if mask_ratio > 0 else None
+    features = student.apply({"params": params}, images, mask_ratio, rngs=rngs)
     maps = objectives.anomaly_maps(teacher_features, features, images.shape[1:3], sigma, truncate)
     return maps.smoothed, maps.score
 
-  return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)),
-                 in_shardings=(sharding.replicated(mesh), batch, batch), out_shardings=per_seed_batch,
+  anomaly = at_precision(jax.vmap(one_seed, in_axes=(0, None, None, None)), precision)
+  return jax.jit(anomaly, in_shardings=(replicated, batch, batch, replicated), out_shardings=per_seed_batch,
                  compiler_options=compiler_options(mesh))

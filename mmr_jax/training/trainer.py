@@ -51,10 +51,11 @@ class Run:
     self.teacher = mmr.build_teacher(config.model)
     self.tx = optimizer.make_optimizer(config.optim)
     self.teacher_params = jax.device_put(init.teacher_params(config), sharding.replicated(self.mesh))
-    self.teacher_fn = steps.make_teacher_fn(self.teacher, self.mesh)
-    self.train_step = steps.make_train_step(self.student, self.tx, config.model.mask_ratio, self.mesh)
+    precision = config.model.precision
+    self.teacher_fn = steps.make_teacher_fn(self.teacher, self.mesh, precision)
+    self.train_step = steps.make_train_step(self.student, self.tx, config.model.mask_ratio, self.mesh, precision)
     self.anomaly_fn = steps.make_anomaly_fn(self.student, self.mesh, config.eval.gaussian_sigma,
-                                            config.eval.gaussian_truncate)
+                                            config.eval.gaussian_truncate, config.eval.test_mask_ratio, precision)
 
   def initial_state(self) -> steps.TrainState:
     """Seed s: key(s) → (student init key, training key); the same in a K-seed run and a one-seed run."""
@@ -64,13 +65,16 @@ class Run:
     return jax.device_put(state, sharding.replicated(self.mesh))
 
   def global_batch(self, epoch: int) -> Any:
-    """Yields (K, B, H, W, 3) global arrays: seed k's batch stream is that seed's own data order."""
+    """Yields (images (K, B, H, W, 3), weights (K, B)) global arrays: seed k's batch stream is that seed's own data
+    order; weight 0 marks the rows that pad the epoch's last batch."""
     process, processes = jax.process_index(), jax.process_count()
     streams = [pipeline.train_batches(self.config, epoch, seed, process, processes) for seed in self.seeds]
     batch_sharding = sharding.batch_sharding(self.mesh, extra_leading_axes=1)
     for batches in zip(*streams):
-      local = np.stack([b["image"] for b in batches])
-      yield sharding.put_global_batch(local, batch_sharding, batch_axis=1)
+      images = np.stack([b["image"] for b in batches])
+      weights = np.stack([b["weight"] for b in batches])
+      yield (sharding.put_global_batch(images, batch_sharding, batch_axis=1),
+             sharding.put_global_batch(weights, batch_sharding, batch_axis=1))
 
   def evaluate(self, params: Any, workdir: pathlib.Path, write_heatmaps: bool = True) -> dict:
     """All test subsets, K seeds; writes results.json / results.md (and heatmaps); returns the top level."""
@@ -143,9 +147,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     lr = optimizer.learning_rate(epoch, config.optim)
     epoch_start = time.perf_counter()
     pending = []
-    for i, images in enumerate(run.global_batch(epoch)):
+    for i, (images, weights) in enumerate(run.global_batch(epoch)):
       teacher_features = run.teacher_fn(run.teacher_params, images)
-      state, step_metrics = run.train_step(state, images, teacher_features, lr)
+      state, step_metrics = run.train_step(state, images, weights, teacher_features, lr)
       pending.append(step_metrics)
       progress.update(1)
       if len(pending) == config.log_every_steps or i == steps_per_epoch - 1:
