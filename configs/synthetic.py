@@ -10,7 +10,7 @@ MMR's — masked ViT with fully hidden tokens, mask token, simple FPN — at ViT
 scratch (no MAE weights ship), at 160 px on the published schedule's shape: warm-up, then ÷10 at 60 % and
 80 % of training. Everything else (mask ratio, loss, AdamW, augmentation, evaluation) is the published code's.
 
-Expected on a 2-core CPU (README, "The embedded demo"): about 9 minutes in all; mean image AUROC ≈ 0.87 with
+Expected on a 2-core CPU (README, "The embedded demo"): 7-9 minutes in all; mean image AUROC ≈ 0.87 with
 every domain above 0.70 (`background` the hardest, as in the paper's domain-shift story), mean pixel AUROC ≈
 0.97. configs/synthetic_random_teacher.py is the same run with a random teacher, for contrast.
 """
