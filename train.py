@@ -11,6 +11,7 @@ from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.", required=True)
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-host GPU).")
+flags.DEFINE_bool("verbose", False, "Show the traceback of config, data, weights and workdir errors too.")
 config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/aebad_s.py.", lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -24,18 +25,22 @@ def main(argv):
   from mmr_jax import runtime
   runtime.enable_compilation_cache()
   from mmr_jax import config as config_lib
-  from mmr_jax.data import synthetic
-  from mmr_jax.training import trainer
+  from mmr_jax import errors
 
-  config = config_lib.validate(FLAGS.config)
-  if config.data.synthetic:
-    synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
-  results = trainer.train(config, FLAGS.workdir)
-  if results:
-    print(open(f"{FLAGS.workdir}/results.md").read())
+  def run():
+    config = config_lib.validate(FLAGS.config)  # Before TensorFlow is imported or anything is built.
+    from mmr_jax.data import synthetic
+    from mmr_jax.training import trainer
+    if config.data.synthetic:
+      synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
+    if trainer.train(config, FLAGS.workdir):
+      print(open(f"{FLAGS.workdir}/results.md").read())
+
+  errors.exit_on_user_error(run, FLAGS.verbose)
 
 
 if __name__ == "__main__":
   from mmr_jax import runtime
+  runtime.exit_on_help(__doc__)
   runtime.relaunch_with_malloc_tunables()
   app.run(main)

@@ -114,7 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       gaussian_sigma=4.0,
       gaussian_truncate=4.0,
-      num_heatmaps=8,  # PNG overlays written per subset.
+      # Heatmap overlays in report.html per subset and kind of image (normal, each defect type): the worst
+      # scored first (false positives, misses), then typical ones.
+      heatmaps_per_kind=3,
       aupro_fpr_limit=0.3,
       # Mask ratio of the student at test time (the published config's test_mask_ratio): 0 hides nothing. With a
       # ratio > 0 the maps depend on the masking noise, drawn from the run's seed, per subset and batch.

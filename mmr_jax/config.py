@@ -6,6 +6,7 @@ Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when
 
 import ml_collections
 
+from mmr_jax import errors
 from mmr_jax.models import layers
 from mmr_jax.models import teachers
 
@@ -13,8 +14,9 @@ DATASETS = ("aebad_s", "aebad_v", "mvtec", "folder")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work; the message names the key and what to set instead."""
+  exit_code = 2
 
 
 def _require(condition: bool, message: str) -> None:

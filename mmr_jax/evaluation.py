@@ -2,7 +2,7 @@
 
 import dataclasses
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -21,15 +21,14 @@ class SubsetPredictions:
   masks: np.ndarray  # (N, H, W) uint8
   labels: np.ndarray  # (N,)
   names: np.ndarray  # (N,) relative paths
-  images: np.ndarray  # (n, H, W, 3) uint8: the first few, for heatmap overlays.
+  kinds: np.ndarray  # (N,) defect types, "good" for normal images
 
 
 def predict_subset(config: ml_collections.ConfigDict, subset: str, params: Any, teacher_params: Any,
                    teacher_fn: Callable, anomaly_fn: Callable, mesh: jax.sharding.Mesh) -> SubsetPredictions:
   """Runs the students (params with a leading seed axis) over one subset's test images."""
-  maps, scores, masks, labels, names, images = [], [], [], [], [], []
+  maps, scores, masks, labels, names, kinds = [], [], [], [], [], []
   batch_sharding = sharding.batch_sharding(mesh)
-  keep_images = config.eval.num_heatmaps
   # Masking noise at test time (eval.test_mask_ratio > 0; unused at the published 0): a pure function of the
   # run's seed, the subset and the batch, so that evaluating again gives the same maps.
   subset_key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
@@ -46,12 +45,25 @@ def predict_subset(config: ml_collections.ConfigDict, subset: str, params: Any, 
     masks.append(batch["mask"][valid])
     labels.append(batch["label"][valid])
     names.append(batch["name"][valid])
-    if sum(len(i) for i in images) < keep_images:
-      images.append(pipeline.denormalize(batch["image"][valid]))
+    kinds.append(batch["kind"][valid])
   return SubsetPredictions(
       maps=np.concatenate(maps, axis=1), scores=np.concatenate(scores, axis=1),
       masks=np.concatenate(masks), labels=np.concatenate(labels), names=np.concatenate(names),
-      images=np.concatenate(images)[:keep_images])
+      kinds=np.concatenate(kinds))
+
+
+def test_images(config: ml_collections.ConfigDict, subset: str, indices: Sequence[int]) -> np.ndarray:
+  """The preprocessed test images at `indices` (in eval order) as uint8 (n, H, W, 3), for the report's
+  overlays. Read again rather than kept from the scoring pass, whose memory would grow with the test set."""
+  wanted = {int(i): None for i in indices}
+  start = 0
+  for batch in pipeline.eval_batches(config, subset):
+    rows = np.flatnonzero(batch["valid"])
+    for row, index in zip(rows, range(start, start + len(rows))):
+      if index in wanted:
+        wanted[index] = pipeline.denormalize(batch["image"][row])
+    start += len(rows)
+  return np.stack([wanted[int(i)] for i in indices])
 
 
 def subset_results(config: ml_collections.ConfigDict, predictions: SubsetPredictions) -> list[dict]:

@@ -106,6 +106,21 @@ def image_auroc(scores: Any, labels: Any) -> float:
   return _auroc(scores[labels], scores[~labels])
 
 
+def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+  """(false positive rates, true positive rates) at every distinct score taken as the threshold (score ≥ it is
+  anomalous), from (0, 0) to (1, 1): the curve whose trapezoidal area is image_auroc."""
+  scores = _as_scores(scores)
+  labels = _as_labels(labels, scores.size)
+  order = np.argsort(-scores, kind="stable")
+  scores, labels = scores[order], labels[order]
+  last_of_each_score = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+  true_positives = np.cumsum(labels)[last_of_each_score]
+  false_positives = (last_of_each_score + 1) - true_positives
+  tpr = np.r_[0.0, true_positives / max(int(labels.sum()), 1)]
+  fpr = np.r_[0.0, false_positives / max(int((~labels).sum()), 1)]
+  return fpr, tpr
+
+
 def pixel_auroc(maps: Any, masks: Any) -> float:
   """ROC AUC over every pixel of every map (1 = anomalous pixel in the mask), ties counted ½ as in scikit-learn.
 

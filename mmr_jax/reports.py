@@ -1,4 +1,5 @@
-"""What a run leaves for people: results.json, a results.md table laid out like the paper's, heatmap PNGs."""
+"""What a run leaves for people: results.json and a results.md table laid out like the paper's (the figures and
+report.html: mmr_jax/report_page.py)."""
 
 import json
 import math
@@ -6,7 +7,6 @@ import pathlib
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from mmr_jax import metrics
 
@@ -49,16 +49,14 @@ def mean_and_std(runs: Sequence[Results]) -> tuple[dict, dict]:
   return mean, std
 
 
-def markdown_table(results: Results, std: Optional[Results] = None, title: str = "") -> str:
-  """Rows = metrics, columns = subsets then Mean, values in % with one decimal (and ± std when given). Image AUROC
-  and PRO show the published rounding where results carry it, so the table reads as the paper's."""
-  subsets = list(results)
-  lines = [f"### {title}", ""] if title else []
-  lines.append("| metric | " + " | ".join(subsets) + " |")
-  lines.append("|---|" + "---|" * len(subsets))
+def table_cells(results: Results, std: Optional[Results] = None) -> list[tuple[str, list[str]]]:
+  """(metric label, one cell per subset then Mean) for each metric: values in % with one decimal (and ± std when
+  given). Image AUROC and PRO show the published rounding where results carry it, so the table reads as the
+  paper's."""
+  rows = []
   for metric, label in METRIC_NAMES.items():
     cells = []
-    for subset in subsets:
+    for subset in results:
       key = f"{metric}_rounded" if f"{metric}_rounded" in results[subset] else metric
       value = results[subset].get(key)
       if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -67,8 +65,21 @@ def markdown_table(results: Results, std: Optional[Results] = None, title: str =
         cells.append(f"{100 * value:.1f} ± {100 * std[subset][key]:.1f}")
       else:
         cells.append(f"{100 * value:.1f}")
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows.append((label, cells))
+  return rows
+
+
+def markdown_table(results: Results, std: Optional[Results] = None, title: str = "") -> str:
+  """Rows = metrics, columns = subsets then Mean (see table_cells)."""
+  lines = [f"### {title}", ""] if title else []
+  lines.append("| metric | " + " | ".join(results) + " |")
+  lines.append("|---|" + "---|" * len(results))
+  lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table_cells(results, std)]
   return "\n".join(lines) + "\n"
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+  return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
 
 
 def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[Results],
@@ -85,33 +96,5 @@ def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequenc
       (workdir / f"seed_{seed}" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     top, std = mean_and_std(per_seed)
   (workdir / "results.json").write_text(json.dumps(top, indent=2) + "\n")
-  seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
-  (workdir / "results.md").write_text(markdown_table(top, std, title=f"{header} ({seeds_text})".strip()))
+  (workdir / "results.md").write_text(markdown_table(top, std, title=f"{header} ({seeds_text(seeds)})".strip()))
   return top
-
-
-def heatmap_overlays(directory: pathlib.Path, images: np.ndarray, masks: np.ndarray, maps: np.ndarray,
-                     names: Sequence[str], vmax: Optional[float] = None) -> list[pathlib.Path]:
-  """One PNG per image: [image | ground truth | anomaly map over the image]. One colour scale per subset, so
-  overlays can be compared with each other."""
-  directory.mkdir(parents=True, exist_ok=True)
-  vmax = float(np.max(maps)) if vmax is None else vmax
-  vmin = float(np.min(maps))
-  written = []
-  for image, mask, amap, name in zip(images, masks, maps, names):
-    heat = _jet(np.clip((amap - vmin) / max(vmax - vmin, 1e-12), 0, 1))
-    overlay = (0.5 * image + 0.5 * heat).astype(np.uint8)
-    truth = np.repeat((mask > 0)[..., None] * 255, 3, axis=-1).astype(np.uint8)
-    panel = np.concatenate([image, truth, overlay], axis=1)
-    path = directory / (str(name).replace("/", "__").rsplit(".", 1)[0] + ".png")
-    Image.fromarray(panel).save(path)
-    written.append(path)
-  return written
-
-
-def _jet(values: np.ndarray) -> np.ndarray:
-  """A blue→red colour map (values in [0, 1]) → uint8 RGB, without a plotting library at report time."""
-  r = np.clip(1.5 - np.abs(4 * values - 3), 0, 1)
-  g = np.clip(1.5 - np.abs(4 * values - 2), 0, 1)
-  b = np.clip(1.5 - np.abs(4 * values - 1), 0, 1)
-  return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)

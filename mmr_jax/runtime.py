@@ -1,5 +1,6 @@
 """Process-wide settings of the entry points: the compilation cache, and the host allocator XLA:CPU runs on."""
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -7,8 +8,6 @@ import pathlib
 import platform
 import sys
 from typing import Mapping
-
-import jax
 
 # glibc's malloc settings for XLA:CPU. A compiled step mallocs its temporary buffers (GiBs at the paper's
 # configuration) and glibc serves blocks that large as fresh mmaps, unmapped again on free: every step
@@ -27,6 +26,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None,
                              min_compile_seconds: float = 1.0) -> pathlib.Path:
   """Keeps compiled programs on disk (default: $MMR_JAX_COMPILE_CACHE or ~/.cache/mmr_jax/xla), so that a
   resumed or repeated run with the same shapes starts in seconds instead of recompiling."""
+  import jax  # pylint: disable=g-import-not-at-top  # Here, so that the relaunch and --help never import JAX.
   if directory is None:
     directory = os.environ.get("MMR_JAX_COMPILE_CACHE", "~/.cache/mmr_jax/xla")
   directory = pathlib.Path(directory).expanduser()
@@ -75,3 +75,35 @@ def relaunch_with_malloc_tunables() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, environment)
+
+
+HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
+
+
+def exit_on_help(doc: str, argv: list[str] = sys.argv) -> None:
+  """Prints the entry point's docstring and its flags and exits 0 when asked for help (absl's --help exits 1,
+  and would come after the relaunch and the imports)."""
+  if not any(arg in HELP_FLAGS for arg in argv[1:]):
+    return
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  print(doc.strip() + "\n\nFlags:\n" + flags.FLAGS.main_module_help())
+  sys.exit(0)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+  """Sends what native code writes to file descriptor 2 meanwhile to /dev/null: TensorFlow's C++ start-up lines
+  (oneDNN, CPU features, absl's pre-initialisation notice), which no TF variable turns off any more. An exception
+  raised inside still propagates and prints afterwards. MMR_JAX_NATIVE_LOGS=1 keeps the lines."""
+  if os.environ.get("MMR_JAX_NATIVE_LOGS") == "1":
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)

@@ -3,8 +3,12 @@
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
+
 import data_fixtures as fx
 from mmr_jax.data import check
+from mmr_jax.data import images
 
 
 def _run(config):
@@ -53,7 +57,28 @@ def test_missing_dataset_and_too_small_training_set(tmp_path):
   assert not usable and f"{tmp_path}/AeBAD_S/train/good: missing folder" in report
   config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path / "small", train=1))
   usable, report = _run(config)
+  assert usable, report  # One image and a padding row: the published DataLoader trains such a batch too.
+  config.data.drop_last = True
+  usable, report = _run(config)
   assert not usable and "fewer than one batch" in report
+  assert "NOT USABLE: 1 problems above" in report  # The count includes it.
+
+
+def test_16_bit_images_are_scaled_to_8_bits_and_reported(tmp_path):
+  """PIL's convert("RGB") (the published loader) clips a 16-bit grey PNG at 255: almost white. mmr_jax scales
+  it (value / 257) and the check says so."""
+  root = fx.make_aebad_s(tmp_path)
+  path = root / "AeBAD_S/train/good/sub1/001.png"
+  ramp = (np.arange(32 * 40).reshape(32, 40) * 50).astype(np.uint16)  # 0 … 63950.
+  Image.fromarray(ramp).save(path)
+  assert Image.open(path).mode == "I;16"
+  decoded = images.decode_rgb(str(path))
+  assert decoded.shape == (32, 40, 3) and decoded.dtype == np.uint8
+  np.testing.assert_array_equal(decoded[..., 1], np.round(ramp / 257).astype(np.uint8))
+  assert (np.asarray(Image.open(path).convert("RGB")) == 255).mean() > 0.99  # What PIL alone gives.
+  usable, report = _run(fx.config_for("aebad_s", root))
+  assert usable
+  assert "note: 1 images have more than 8 bits per pixel (e.g. AeBAD_S/train/good/sub1/001.png)" in report
 
 
 def test_command_line_exit_codes(tmp_path):

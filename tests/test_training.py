@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,9 +21,12 @@ import pytest
 
 from configs import synthetic_random_teacher as synthetic_config
 from mmr_jax import config as config_lib
+from mmr_jax import errors
 from mmr_jax import evaluation
 from mmr_jax.data import synthetic
 from mmr_jax.training import checkpoint
+from mmr_jax.training import lock
+from mmr_jax.training import summaries
 from mmr_jax.training import trainer
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -41,7 +45,7 @@ def tiny_overrides(data_root) -> dict:
   return {"data.root": str(data_root), "data.subsets": ("same", "view"), "data.image_size": 64,
           "data.resize_size": 73, "model.vit.width": 128, "model.vit.num_heads": 2, "model.vit.depth": 1,
           "batch_size": 6, "eval_batch_size": 8, "num_epochs": 2, "checkpoint_every_epochs": 1,
-          "log_every_steps": 1, "eval.num_heatmaps": 2}
+          "log_every_steps": 1, "eval.heatmaps_per_kind": 1}
 
 
 def tiny_config(data_root, **overrides):
@@ -277,3 +281,151 @@ def test_two_hosts_train_and_evaluate_as_one(data_root, tmp_path):
     np.testing.assert_allclose(host["losses"], losses, rtol=1e-5)
     # As in test_seeds_in_one_program_equal_separate_runs: AdamW turns rounding noise into parameter steps.
     np.testing.assert_allclose(host["maps"], maps, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A run's record can be trusted: resume compares configs, survives a damaged checkpoint, one run per workdir.
+
+
+def _copy_of(workdir, tmp_path):
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_resume_refuses_a_config_that_trains_differently(uninterrupted, data_root, tmp_path):
+  reference_dir, _ = uninterrupted
+  workdir = _copy_of(reference_dir, tmp_path)
+  recorded = (workdir / "config.json").read_text()
+  with pytest.raises(errors.RunError) as caught:
+    trainer.train(tiny_config(data_root, batch_size=4, **{"data.image_size": 48}), workdir)
+  message = str(caught.value)
+  assert "batch_size: 6 in the checkpoint, 4 now" in message and "data.image_size: 64" in message
+  assert "another --workdir" in message
+  assert (workdir / "config.json").read_text() == recorded  # The record of what was trained is kept.
+
+
+def test_a_finished_run_rerun_does_nothing(uninterrupted, data_root, tmp_path):
+  """Rerunning a finished run returns its results; no record is appended. A key that does not change what is
+  trained (log_every_steps) may differ."""
+  reference_dir, reference = uninterrupted
+  workdir = _copy_of(reference_dir, tmp_path)
+  log = (workdir / "metrics.jsonl").read_text()
+  assert trainer.train(tiny_config(data_root, log_every_steps=5), workdir) == reference
+  assert (workdir / "metrics.jsonl").read_text() == log
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_older_one_resumed(uninterrupted, data_root, tmp_path,
+                                                                             caplog):
+  """A truncated OCDBT data file in the last checkpoint (the run was killed before its evaluation): the run says
+  so, keeps the damaged checkpoint aside, resumes from the previous one and ends as the uninterrupted run."""
+  reference_dir, reference = uninterrupted
+  workdir = _copy_of(reference_dir, tmp_path)
+  (workdir / "results.json").unlink()
+  state_dir = workdir / "checkpoints" / "1" / "state"
+  data_files = [f for f in state_dir.rglob("*") if f.is_file() and f.parent.name == "d"]
+  assert data_files
+  for f in data_files:
+    with open(f, "r+b") as handle:
+      handle.truncate(4)
+  with pytest.raises(errors.RunError, match="the checkpoint of epoch 1 .* cannot be read .*sets it aside"):
+    trainer.evaluate(tiny_config(data_root), workdir)
+  assert trainer.train(tiny_config(data_root), workdir) == reference
+  assert (workdir / "checkpoints" / "1.damaged").is_dir()
+  assert re.search(r"the checkpoint of epoch 1 is damaged \(state/\S+ has 4 bytes and CRC-32 \w+, saved as \d+",
+                   caplog.text), caplog.text
+  assert "resuming after epoch 0 from" in caplog.text
+  ours, theirs = final_params(workdir, tiny_config(data_root)), final_params(reference_dir, tiny_config(data_root))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, ours, theirs)
+
+
+def test_a_checkpoint_is_checked_against_its_file_list_before_orbax_reads_it(tmp_path):
+  checkpoints = checkpoint.Checkpoints(tmp_path)
+  checkpoints.save(0, {"w": np.arange(4.0)}, {"epoch": 0})
+  checkpoints.save(1, {"w": np.arange(4.0) + 1}, {"epoch": 1})
+  assert checkpoints.read_meta(1) == {"epoch": 1}
+  (tmp_path / "checkpoints" / "1" / "state" / "_METADATA").unlink()
+  with pytest.raises(checkpoint.Unreadable, match="^state/_METADATA is missing$"):
+    checkpoint.Checkpoints(tmp_path).read_meta(1)
+  (tmp_path / "checkpoints" / "0" / checkpoint.MANIFEST).unlink()  # Saved before manifests: orbax reads it alone.
+  assert checkpoint.Checkpoints(tmp_path).read_meta(0) == {"epoch": 0}
+  checkpoints.close()
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from mmr_jax.training import lock
+    held = lock.WorkdirLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_second_run_on_a_workdir_in_use_stops_at_once(data_root, tmp_path):
+  workdir = tmp_path / "busy"
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(lock.WorkdirLocked, match=f"in use by pid {holder.pid} "):
+      trainer.train(tiny_config(data_root), workdir)
+    assert not (workdir / "checkpoints").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  lock.WorkdirLock(workdir).acquire().release()  # The OS released the killed holder's lock.
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "lo')
+  writer = summaries.MetricWriter(tmp_path, resume_after_step=2)
+  writer.close()
+  assert path.read_text() == '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n'
+  assert "metrics.jsonl: dropped its last line" in caplog.text
+  path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+  with pytest.raises(errors.RunError, match="line 2, is not a metrics record"):
+    summaries.MetricWriter(tmp_path, resume_after_step=2)
+
+
+def test_entry_points_print_user_errors_as_one_line_with_their_exit_code(tmp_path):
+  env = {**os.environ, "MMR_JAX_MALLOC_TUNING": "0"}
+  missing = tmp_path / "never_trained"
+  result = subprocess.run([sys.executable, "evaluate.py", "--config=configs/synthetic_random_teacher.py",
+                           f"--workdir={missing}", "--config.data.synthetic=False"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == errors.RunError.exit_code, result.stderr[-2000:]
+  assert "error: no checkpoint in" in result.stderr and "Traceback" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # No TensorFlow start-up lines either.
+  assert not missing.exists()  # A mistyped workdir gets no directories.
+  result = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic_random_teacher.py",
+                           f"--workdir={tmp_path / 'w'}", "--config.data.root="], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "error: data.root is empty" in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  result = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == 0 and "--workdir" in result.stdout and "--[no]verbose" in result.stdout
+
+
+def test_evaluate_writes_elsewhere_with_out_and_leaves_the_workdir_as_it_was(uninterrupted, data_root, tmp_path):
+  reference_dir, reference = uninterrupted
+  before = {p: p.read_bytes() for p in reference_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts}
+  results = trainer.evaluate(tiny_config(data_root), reference_dir, out=tmp_path / "elsewhere")
+  assert results == reference
+  assert (tmp_path / "elsewhere" / "results.md").is_file() and list((tmp_path / "elsewhere" / "heatmaps").iterdir())
+  assert (tmp_path / "elsewhere" / "report.html").is_file()
+  after = {p: p.read_bytes() for p in reference_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts}
+  assert after == before
+
+
+def test_test_data_is_checked_before_the_first_step(data_root, tmp_path):
+  """A missing test mask stops the run at its start, naming the file, not after the last epoch."""
+  root = tmp_path / "data"
+  shutil.copytree(data_root, root)
+  mask = sorted((root / "AeBAD_S" / "ground_truth").rglob("view/*.png"))[0]
+  mask.unlink()
+  workdir = tmp_path / "run"
+  with pytest.raises(errors.UserError, match=mask.name):
+    trainer.train(tiny_config(root), workdir)
+  assert checkpoint.Checkpoints(workdir).latest_epoch() is None and not (workdir / "metrics.jsonl").exists()

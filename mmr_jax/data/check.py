@@ -25,6 +25,7 @@ import ml_collections
 from absl import app
 from ml_collections import config_flags
 
+from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import sources
 from mmr_jax.data.layouts import DatasetError
@@ -43,12 +44,15 @@ class SplitReport:
   empty_masks: list[str] = dataclasses.field(default_factory=list)
   types: dict[str, int] = dataclasses.field(default_factory=dict)  # Anomalous images by defect type.
   published: list[str] = dataclasses.field(default_factory=list)  # How the files compare with the published code's.
+  high_bit_depth: list[str] = dataclasses.field(default_factory=list)  # Images scaled down to 8 bits.
 
 
-def _inspect(example: layouts.Example) -> tuple[str | None, bool]:
-  """(problem or None, whether an anomalous image's mask is all zero)."""
+def _inspect(example: layouts.Example) -> tuple[str | None, bool, bool]:
+  """(problem or None, whether an anomalous image's mask is all zero, whether it has more than 8 bits)."""
   _, mask, _, problem = sources.decode_example(example)
-  return problem, mask is not None and not mask.any()
+  high_bit_depth = problem is None and example.image_file is not None and images.has_high_bit_depth(
+      example.image_file)
+  return problem, mask is not None and not mask.any(), high_bit_depth
 
 
 def check_split(files: layouts.FileList) -> SplitReport:
@@ -58,13 +62,15 @@ def check_split(files: layouts.FileList) -> SplitReport:
     return report
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
     results = list(pool.map(_inspect, files.examples))
-  for example, (problem, empty_mask) in zip(files.examples, results):
+  for example, (problem, empty_mask, high_bit_depth) in zip(files.examples, results):
     if problem:
       report.problems.append(problem)
       continue
     report.usable += 1
     if empty_mask:
       report.empty_masks.append(example.mask_file)
+    if high_bit_depth:
+      report.high_bit_depth.append(example.name)
   normal = sum(1 for e in files.examples if e.label == 0)
   report.counts = {"normal": normal, "anomalous": len(files.examples) - normal}
   report.types = layouts.count_by([e for e in files.examples if e.label], lambda e: e.defect_type)
@@ -161,6 +167,10 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
       emit(f"  skipped {len(report.skipped)} non-image files (e.g. {examples})")
     for line in report.published:
       emit(f"  {line}")
+    if report.high_bit_depth:
+      emit(f"  note: {len(report.high_bit_depth)} images have more than 8 bits per pixel (e.g. "
+           f"{report.high_bit_depth[0]}): scaled to 8 bits here (value / 257); the published loader's PIL "
+           f"convert('RGB') clips them at 255, which makes them almost white")
     if report.empty_masks:
       emit(f"  note: {len(report.empty_masks)} anomalous images have an all-zero mask and will count as normal "
            f"(e.g. {report.empty_masks[0]})")
@@ -169,9 +179,10 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
     # Bad files only break a run that does not skip them; a split with nothing usable breaks any run.
     if report.usable == 0 or (report.problems and not data.skip_bad_files):
       usable = False
-    if pair[0] == "train" and 0 < report.usable < config.batch_size:
-      emit(f"  PROBLEM: {report.usable} usable training images are fewer than one batch "
-           f"(batch_size={config.batch_size})")
+    if pair[0] == "train" and data.drop_last and 0 < report.usable < config.batch_size:
+      report.problems.append(f"{report.usable} usable training images are fewer than one batch "
+                             f"(batch_size={config.batch_size}, data.drop_last=True)")
+      emit(f"  PROBLEM: {report.problems[-1]}")
       usable = False
 
   problems = sum(len(r.problems) for r in reports)

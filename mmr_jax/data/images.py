@@ -21,10 +21,30 @@ def _open(source: str | bytes) -> Image.Image:
   return image
 
 
+# Grey images of more than 8 bits. PIL's convert("RGB"), which the published loader calls, clips their values at
+# 255, so a 16-bit image comes out almost all white. mmr_jax deliberately scales them to 8 bits instead
+# (value / 257, 65535 → 255), and `python -m mmr_jax.data.check` names them; floating-point images are refused.
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def decode_rgb(source: str | bytes) -> np.ndarray:
   """A file path or encoded bytes -> uint8 (H, W, 3)."""
   with _open(source) as image:
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+      values = np.asarray(image).astype(np.int64)
+      if values.min() < 0 or values.max() > 65535:
+        raise ValueError(f"a {image.mode} image with values outside 0-65535; save it as 8- or 16-bit")
+      grey = np.round(values / 257.0).astype(np.uint8)
+      return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == "F":
+      raise ValueError("a floating-point image; save it as an 8- or 16-bit image")
     return np.asarray(image.convert("RGB"))
+
+
+def has_high_bit_depth(source: str | bytes) -> bool:
+  """Whether decode_rgb scales this file down from more than 8 bits (reads the header only)."""
+  with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+    return image.mode in HIGH_BIT_DEPTH_MODES
 
 
 def decode_mask(source: str | bytes) -> tuple[np.ndarray, bool]:

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from mmr_jax import errors
+
 DATASET_NAMES = ("aebad_s", "aebad_v", "mvtec", "folder")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
@@ -57,11 +59,13 @@ LAYOUT_HELP = {
 }
 
 
-class DatasetError(Exception):
+class DatasetError(errors.UserError):
   """The dataset on disk cannot serve the run: the message names the path and says what to do.
 
   `message` says what is wrong (with the path); `advice` where the dataset comes from and the layout expected.
   """
+
+  exit_code = 3
 
   def __init__(self, message: str, advice: str = ""):
     super().__init__(f"{message} {advice}".strip())

@@ -15,8 +15,12 @@ from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import logging
+
+from mmr_jax import runtime
+
+with runtime.native_stderr_silenced():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
@@ -186,6 +190,7 @@ class _EvalChunk:
   mask: np.ndarray  # uint8 (n, S, S) in {0, 1}
   label: np.ndarray  # int32 (n,)
   name: np.ndarray  # object (n,)
+  kind: np.ndarray  # object (n,): the <type> folder, "good" for normal images.
 
 
 def _eval_chunks(config: ml_collections.ConfigDict, split: sources.DecodedSplit, batch: int) -> Iterator[_EvalChunk]:
@@ -203,6 +208,7 @@ def _eval_chunks(config: ml_collections.ConfigDict, split: sources.DecodedSplit,
                           batch, drop_remainder=False)
   folder_labels = np.array([example.label for example in split.examples], np.int32)
   names = np.array([example.name for example in split.examples], dtype=object)
+  kinds = np.array([example.defect_type for example in split.examples], dtype=object)
   start = 0
   for image, mask in dataset.as_numpy_iterator():
     stop = start + len(image)
@@ -210,7 +216,7 @@ def _eval_chunks(config: ml_collections.ConfigDict, split: sources.DecodedSplit,
     if with_masks:
       # The published metrics count an anomalous image whose mask is empty after cropping as normal.
       label = label * mask.any(axis=(1, 2)).astype(np.int32)
-    yield _EvalChunk(image, mask, label, names[start:stop])
+    yield _EvalChunk(image, mask, label, names[start:stop], kinds[start:stop])
     start = stop
 
 
@@ -239,7 +245,7 @@ def eval_batches(config: ml_collections.ConfigDict, subset: str, *, process_inde
   """The test images of one subset in batches padded to config.eval_batch_size (so the model compiles once).
 
   Yields {"image": float32 (b, S, S, 3), "mask": uint8 (b, S, S) in {0, 1}, "label": int32 (b,),
-  "valid": bool (b,), "name": object (b,) relative paths}; padding rows have valid False. With several
+  "valid": bool (b,), "name": object (b,) relative paths, "kind": object (b,) defect types}; padding rows have valid False. With several
   processes, each yields its b = eval_batch_size / process_count rows of every global batch.
   """
   batch = config.eval_batch_size
@@ -269,7 +275,20 @@ def _pad(chunk: _EvalChunk, batch: int, rows: slice) -> dict[str, np.ndarray]:
       "label": padded(chunk.label, 0),
       "valid": padded(np.ones(n, bool), False),
       "name": padded(chunk.name, ""),
+      "kind": padded(chunk.kind, ""),
   }
+
+
+def check_data(config: ml_collections.ConfigDict, subset: str | None = None) -> None:
+  """Decodes every split a run reads — the training set and each test subset, images and masks — so that any
+  data problem stops the run before its first step instead of after its last epoch. With data.cache the test
+  sets stay decoded for the evaluation; without, only the list of checked files is kept."""
+  sources.train_set(config, subset)
+  for test_subset in layouts.subset_names(config):
+    if config.data.cache:
+      _cached_eval_set(config, test_subset)
+    else:
+      sources.test_set(config, test_subset, keep_pixels=False)
 
 
 def clear_caches() -> None:

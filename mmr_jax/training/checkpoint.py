@@ -5,11 +5,47 @@ is rebuilt from the config. Orbax writes each checkpoint into a temporary folder
 so a run killed at any moment leaves the previous checkpoint intact.
 """
 
+import contextlib
+import gc
+import json
+import logging
 import pathlib
+import zlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class Unreadable(Exception):
+  """A checkpoint that orbax could not read back: damaged, or saved from a state of another structure."""
+
+
+def _abandoned_read(record: logging.LogRecord) -> bool:
+  return "exception was never retrieved" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _reads_that_fail_as_unreadable():
+  """Turns any failure of an orbax read into one `Unreadable` carrying the first line of the cause.
+
+  Orbax reads a checkpoint's arrays in concurrent asyncio tasks; when the files are damaged every task fails and
+  all but the first exception are never retrieved, so asyncio would log each one (tensorstore spec, traceback)
+  when it is collected, some only at exit. They report the damage already reported, so once a read has failed
+  asyncio's "exception was never retrieved" records are dropped for the rest of the process.
+  """
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except  # Any failure to read is the checkpoint's.
+    lines = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+  else:
+    return
+  asyncio_log = logging.getLogger("asyncio")
+  if _abandoned_read not in asyncio_log.filters:
+    asyncio_log.addFilter(_abandoned_read)
+  gc.collect()  # Leaving the except clause freed the traceback that held the failed tasks.
+  raise Unreadable(reason)
 
 
 class Checkpoints:
@@ -17,6 +53,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str | pathlib.Path, keep: int = 2):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self._verified: set[int] = set()
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -24,19 +61,90 @@ class Checkpoints:
     """The last epoch whose checkpoint is complete, or None."""
     return self._manager.latest_step()
 
+  def epochs_newest_first(self) -> list[int]:
+    return sorted(self._manager.all_steps(), reverse=True)
+
+  def read_meta(self, epoch: int) -> dict:
+    """The JSON saved beside the state of `epoch` (epoch, seeds, steps per epoch, the config), without the state."""
+    self._verify(epoch)
+    with _reads_that_fail_as_unreadable():
+      return self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def set_aside(self, epoch: int) -> pathlib.Path:
+    """Renames a damaged checkpoint to `<epoch>.damaged` (kept for inspection; orbax no longer sees it, so the
+    epoch can be saved again) and forgets it."""
+    source = self.directory / str(epoch)
+    target = self.directory / f"{epoch}.damaged"
+    suffix = 1
+    while target.exists():
+      target, suffix = self.directory / f"{epoch}.damaged.{suffix}", suffix + 1
+    source.rename(target)
+    self._manager.reload()
+    return target
+
   def save(self, epoch: int, state: Any, meta: dict) -> None:
     self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      _write_manifest(self.directory / str(epoch))
 
   def restore(self, epoch: int, abstract_state: Any) -> tuple[Any, dict]:
     """The state of `epoch`, laid out like `abstract_state` (shapes, dtypes, shardings)."""
-    restored = self._manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    self._verify(epoch)
+    with _reads_that_fail_as_unreadable():
+      restored = self._manager.restore(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
 
   def close(self) -> None:
     self._manager.close()
+
+  def _verify(self, epoch: int) -> None:
+    if epoch not in self._verified:
+      _check_manifest(self.directory / str(epoch))
+      self._verified.add(epoch)
+
+
+# Each saved checkpoint gets a list of its files with their sizes and CRC-32s, written once orbax has finished
+# it. A resume checks the list before orbax reads anything: damage is then named by file, and orbax's failure
+# path (concurrent reads abandoned, their errors printed by tensorstore's threads at exit) is never taken.
+# Checkpoints saved without a manifest (older runs, or a kill between the two writes) are read by orbax alone.
+MANIFEST = "mmr_jax_manifest.json"
+
+
+def _files_of(step_dir: pathlib.Path) -> dict[str, dict]:
+  files = {}
+  for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
+    crc = 0
+    with open(path, "rb") as handle:
+      while chunk := handle.read(1 << 24):
+        crc = zlib.crc32(chunk, crc)
+    files[path.relative_to(step_dir).as_posix()] = {"bytes": path.stat().st_size, "crc32": crc}
+  return files
+
+
+def _write_manifest(step_dir: pathlib.Path) -> None:
+  partial = step_dir / (MANIFEST + ".partial")
+  partial.write_text(json.dumps(_files_of(step_dir)))
+  partial.rename(step_dir / MANIFEST)
+
+
+def _check_manifest(step_dir: pathlib.Path) -> None:
+  manifest = step_dir / MANIFEST
+  if not manifest.exists():
+    return
+  try:
+    expected = json.loads(manifest.read_text())
+  except ValueError as error:
+    raise Unreadable(f"its file list {MANIFEST} is not JSON ({error})") from None
+  found = _files_of(step_dir)
+  for name, record in expected.items():
+    if name not in found:
+      raise Unreadable(f"{name} is missing")
+    if found[name] != record:
+      raise Unreadable(f"{name} has {found[name]['bytes']} bytes and CRC-32 {found[name]['crc32']:08x}, saved "
+                       f"as {record['bytes']} bytes and {record['crc32']:08x}")
 
 
 def abstract_like(tree: Any) -> Any:

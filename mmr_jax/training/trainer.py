@@ -17,13 +17,16 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from mmr_jax import errors
 from mmr_jax import evaluation
+from mmr_jax import report_page
 from mmr_jax import reports
 from mmr_jax import data
 from mmr_jax.data import pipeline
 from mmr_jax.models import mmr
 from mmr_jax.training import checkpoint
 from mmr_jax.training import init
+from mmr_jax.training import lock
 from mmr_jax.training import optimizer
 from mmr_jax.training import sharding
 from mmr_jax.training import steps
@@ -76,22 +79,24 @@ class Run:
       yield (sharding.put_global_batch(images, batch_sharding, batch_axis=1),
              sharding.put_global_batch(weights, batch_sharding, batch_axis=1))
 
-  def evaluate(self, params: Any, workdir: pathlib.Path, write_heatmaps: bool = True) -> dict:
-    """All test subsets, K seeds; writes results.json / results.md (and heatmaps); returns the top level."""
+  def evaluate(self, params: Any, workdir: pathlib.Path, write_report: bool = True) -> dict:
+    """All test subsets, K seeds; writes results.json / results.md (and report.html with its figures); returns
+    the top level."""
     per_seed = [{} for _ in self.seeds]
+    report = report_page.Report(self.config) if write_report and jax.process_index() == 0 else None
     for subset in data.subset_names(self.config):
       predictions = evaluation.predict_subset(self.config, subset, params, self.teacher_params,
                                               self.teacher_fn, self.anomaly_fn, self.mesh)
       for k, results in enumerate(evaluation.subset_results(self.config, predictions)):
         per_seed[k][subset] = results
-      if write_heatmaps and jax.process_index() == 0:
-        n = len(predictions.images)
-        reports.heatmap_overlays(workdir / "heatmaps" / subset, predictions.images, predictions.masks[:n],
-                                 predictions.maps[0, :n], predictions.names[:n],
-                                 vmax=float(predictions.maps[0].max()))
+      if report:
+        report.add(subset, predictions)
     if jax.process_index() != 0:
       return {}
-    return reports.write_results(workdir, self.seeds, per_seed, header=_describe(self.config))
+    top = reports.write_results(workdir, self.seeds, per_seed, header=_describe(self.config))
+    if report:
+      report.write(workdir, self.seeds, per_seed, header=_describe(self.config))
+    return top
 
 
 def _describe(config: ml_collections.ConfigDict) -> str:
@@ -106,37 +111,51 @@ def one_model_per_subset(config: ml_collections.ConfigDict) -> bool:
   return config.data.name == "mvtec" and len(config.data.subsets) > 1
 
 
-def per_subset(run_one, config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-  """Runs `run_one(config, workdir)` for each class in WORKDIR/<class>, then writes the combined table."""
+def per_subset(run_one, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+               results_dir: str | pathlib.Path | None = None) -> dict:
+  """Runs `run_one(config, workdir)` for each class in WORKDIR/<class>, then writes the combined table; the
+  per-class and combined results are read from and written to `results_dir` (default: the workdir)."""
   workdir = pathlib.Path(workdir)
+  results_dir = workdir if results_dir is None else pathlib.Path(results_dir)
   per_seed = [{} for _ in seeds_of(config)]
   for subset in config.data.subsets:
     sub_config = ml_collections.ConfigDict(config.to_dict())
     sub_config.data.subsets = (subset,)
     run_one(sub_config, workdir / subset)
     for k, seed in enumerate(seeds_of(config)):
-      path = workdir / subset / (f"seed_{seed}/results.json" if config.num_seeds > 1 else "results.json")
+      path = results_dir / subset / (f"seed_{seed}/results.json" if config.num_seeds > 1 else "results.json")
       per_seed[k][subset] = json.loads(path.read_text())[subset]
-  return reports.write_results(workdir, seeds_of(config), per_seed, header=_describe(config))
+  return reports.write_results(results_dir, seeds_of(config), per_seed, header=_describe(config))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-  """Trains (resuming from WORKDIR's last checkpoint), then evaluates; returns results.json's content."""
+  """Trains (resuming from WORKDIR's newest intact checkpoint), then evaluates; returns results.json's content.
+
+  One run per workdir (an flock'd WORKDIR/.lock); a checkpoint trained with a config that differs in what it
+  trains stops the run before any work; a finished run rerun returns its results and does nothing else.
+  """
   if one_model_per_subset(config):
     return per_subset(train, config, workdir)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-  run = Run(config)
+  if jax.process_index() != 0:  # Hosts share the workdir; the first one holds the lock for all.
+    return _train(config, workdir)
+  with lock.WorkdirLock(workdir):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
-  state = run.initial_state()
-  first_epoch = 0
-  latest = checkpoints.latest_epoch()
+  finished = _finished_results(checkpoints, config, workdir)
+  if finished is not None:
+    checkpoints.close()
+    return finished
+  pipeline.check_data(config)  # Every data problem now, not after the last epoch.
+  run, state, latest = _resume(checkpoints, config)
+  first_epoch = 0 if latest is None else latest + 1
   if latest is not None:
-    state, meta = checkpoints.restore(latest, checkpoint.abstract_like(state))
-    _check_resumable(meta, config)
-    first_epoch = latest + 1
-    logging.info("resumed from the checkpoint of epoch %d in %s", latest, checkpoints.directory)
+    logging.warning("resuming after epoch %d from %s", latest, checkpoints.directory)
+  # Only now: the config either starts the run or matches the checkpoint in everything it trains.
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   steps_per_epoch = pipeline.steps_per_epoch(config)
   log = summaries.MetricWriter(workdir, resume_after_step=first_epoch * steps_per_epoch)
 
@@ -165,9 +184,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
                                                           / max(epoch_seconds, 1e-9)})
     last = epoch == config.num_epochs - 1
     if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
-      checkpoints.save(epoch, state, {"epoch": epoch, "seeds": run.seeds, "steps_per_epoch": steps_per_epoch})
+      checkpoints.save(epoch, state, {"epoch": epoch, "seeds": run.seeds, "steps_per_epoch": steps_per_epoch,
+                                      "config": _recorded(config)})
     if config.eval_every_epochs and (epoch + 1) % config.eval_every_epochs == 0 and not last:
-      results = run.evaluate(state.params, workdir / f"eval_epoch_{epoch}", write_heatmaps=False)
+      results = run.evaluate(state.params, workdir / f"eval_epoch_{epoch}", write_report=False)
       log.write(epoch * steps_per_epoch + steps_per_epoch, _flatten_results(results, "eval"))
   progress.close()
   results = run.evaluate(state.params, workdir)
@@ -178,17 +198,27 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-             student_checkpoint: str | None = None) -> dict:
+             student_checkpoint: str | None = None, out: str | pathlib.Path | None = None) -> dict:
   """Evaluates WORKDIR's last checkpoint; with `student_checkpoint`, a converted student (e.g. one trained with
   the PyTorch code: a .pth/.safetensors/.npz under the published names) instead; with neither and
-  num_epochs == 0, the initial model."""
+  num_epochs == 0, the initial model. The results go to `out` (default: the workdir, which is then not written
+  when it is another directory)."""
   if one_model_per_subset(config):
+    if out is not None:
+      return per_subset(lambda c, w: evaluate(c, w, student_checkpoint, pathlib.Path(out) / w.name), config,
+                        workdir, results_dir=out)
     return per_subset(lambda c, w: evaluate(c, w, student_checkpoint), config, workdir)
   workdir = pathlib.Path(workdir)
+  out = workdir if out is None else pathlib.Path(out)
+  if student_checkpoint and config.num_seeds != 1:
+    raise errors.UserError("--checkpoint evaluates one student; use --config.num_seeds=1")
+  if not student_checkpoint and config.num_epochs != 0 and not (workdir / "checkpoints").is_dir():
+    # Checked before anything is built or created: a mistyped workdir gets no directories.
+    raise errors.RunError(f"no checkpoint in {workdir.absolute() / 'checkpoints'}: train first with "
+                          f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint (or "
+                          f"--config.num_epochs=0 to score the untrained model)")
   run = Run(config)
   if student_checkpoint:
-    if config.num_seeds != 1:
-      raise ValueError("--checkpoint evaluates one student; use --config.num_seeds=1")
     with config.unlocked():
       config.init.student = student_checkpoint
     params = run.initial_state().params
@@ -198,20 +228,123 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     state = run.initial_state()
     if latest is None:
       if config.num_epochs != 0:
-        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}: train first with "
-                                f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint")
+        raise errors.RunError(f"no checkpoint in {checkpoints.directory}: train first with "
+                              f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint")
     else:
-      state, meta = checkpoints.restore(latest, checkpoint.abstract_like(state))
-      _check_resumable(meta, config)
+      try:
+        _check_resumable(checkpoints.read_meta(latest), config, latest)
+        state, _ = checkpoints.restore(latest, checkpoint.abstract_like(state))
+      except checkpoint.Unreadable as error:
+        raise errors.RunError(f"the checkpoint of epoch {latest} in {checkpoints.directory} cannot be read "
+                              f"({error}); `python train.py` with this workdir sets it aside and retrains from "
+                              f"the one before") from error
     params = state.params
     checkpoints.close()
-  return run.evaluate(params, workdir)
+  return run.evaluate(params, out)
 
 
-def _check_resumable(meta: dict, config: ml_collections.ConfigDict) -> None:
+# Keys that do not change what a checkpoint trained: they may differ on resume (and are noted). Everything else
+# must match. num_epochs may grow (never below the epochs already trained); data.subsets chooses test sets only,
+# except for MVTec, whose subset is the class trained.
+_FREE_KEYS = ("log_every_steps", "eval_batch_size", "eval_every_epochs", "checkpoint_every_epochs",
+              "keep_checkpoints", "num_epochs", "data.root", "data.cache", "data.use_tfds", "data.tfds_data_dir",
+              "data.synthetic", "data.resize_size", "data.strict_mask_binarization")
+_FREE_PREFIXES = ("eval.",)
+
+
+def _recorded(config: ml_collections.ConfigDict) -> dict:
+  """The config as saved in each checkpoint's meta: flat dotted keys, JSON values (tuples become lists)."""
+  def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        flat.update(flatten(value, f"{prefix}{key}."))
+      else:
+        flat[f"{prefix}{key}"] = value
+    return flat
+  return flatten(json.loads(config.to_json_best_effort()))
+
+
+def _is_free(key: str, config: ml_collections.ConfigDict) -> bool:
+  if key == "data.subsets":
+    return config.data.name != "mvtec"
+  return key in _FREE_KEYS or key.startswith(_FREE_PREFIXES)
+
+
+def _check_resumable(meta: dict, config: ml_collections.ConfigDict, epoch: int) -> None:
+  """Raises RunError when the checkpoint of `epoch` was trained with another config (listing each key that
+  matters, old and new); logs the keys that differ but do not matter. Checkpoints written before configs were
+  recorded are checked on their seeds only."""
   if list(meta.get("seeds", [])) != seeds_of(config):
-    raise ValueError(f"the checkpoint in this workdir was trained with seeds {meta.get('seeds')}, but the config "
-                     f"asks for {seeds_of(config)}; use another --workdir or the same seed/num_seeds")
+    raise errors.RunError(f"the checkpoint in this workdir was trained with seeds {meta.get('seeds')}, but the "
+                          f"config asks for {seeds_of(config)}; use another --workdir or the same seed/num_seeds")
+  if "config" not in meta:
+    return
+  old, new = meta["config"], _recorded(config)
+  differing = sorted(key for key in set(old) | set(new) if old.get(key, "(absent)") != new.get(key, "(absent)"))
+  blocking = [key for key in differing if not _is_free(key, config)]
+  if config.num_epochs < epoch + 1:
+    blocking.append("num_epochs")
+  if blocking:
+    lines = "\n".join(f"  {key}: {old.get(key, '(absent)')!r} in the checkpoint, {new.get(key, '(absent)')!r} now"
+                      for key in blocking)
+    raise errors.RunError(f"the checkpoint of epoch {epoch} was trained with another config ({len(blocking)} "
+                          f"key(s) differ in what they train; num_epochs may only grow):\n{lines}\nRerun with the "
+                          f"checkpoint's config (config.json in the workdir), or train into another --workdir.")
+  if differing:
+    logging.warning("resuming with keys that do not change what is trained changed: %s",
+                    ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differing))
+
+
+def _resume(checkpoints: "checkpoint.Checkpoints", config: ml_collections.ConfigDict
+            ) -> tuple[Run, steps.TrainState, int | None]:
+  """The run and the state of the newest intact checkpoint that this config may resume (the initial state and
+  None when there is none). A checkpoint that cannot be read is set aside (renamed, kept) with a warning naming
+  it and why, and the next older one is tried: resuming from it ends as an uninterrupted run would."""
+  run = None
+  for epoch in checkpoints.epochs_newest_first():
+    try:
+      meta = checkpoints.read_meta(epoch)
+    except checkpoint.Unreadable as error:
+      _set_aside(checkpoints, epoch, error)
+      continue
+    _check_resumable(meta, config, epoch)
+    run = run or Run(config)
+    try:
+      state, _ = checkpoints.restore(epoch, checkpoint.abstract_like(run.initial_state()))
+    except checkpoint.Unreadable as error:
+      if "config" not in meta:  # No recorded config: a mismatch cannot be told from damage.
+        raise errors.RunError(f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "
+                              f"config and records no config to compare ({error}); train into another "
+                              f"--workdir") from error
+      _set_aside(checkpoints, epoch, error)
+      continue
+    return run, state, epoch
+  run = run or Run(config)
+  return run, run.initial_state(), None
+
+
+def _set_aside(checkpoints: "checkpoint.Checkpoints", epoch: int, error: "checkpoint.Unreadable") -> None:
+  moved = checkpoints.set_aside(epoch)
+  logging.warning("the checkpoint of epoch %d is damaged (%s); kept as %s, resuming from an older one",
+                  epoch, error, moved)
+
+
+def _finished_results(checkpoints: "checkpoint.Checkpoints", config: ml_collections.ConfigDict,
+                      workdir: pathlib.Path) -> dict | None:
+  """results.json's content when the workdir already holds this run, finished and evaluated; else None."""
+  latest = checkpoints.latest_epoch()
+  results = workdir / "results.json"
+  if latest is None or latest != config.num_epochs - 1 or not results.exists():
+    return None
+  try:
+    meta = checkpoints.read_meta(latest)
+  except checkpoint.Unreadable:  # Damaged: _resume sets it aside and redoes the end.
+    return None
+  _check_resumable(meta, config, latest)
+  logging.warning("%s already holds this run, trained for %d epochs and evaluated: nothing to do (results in %s; "
+                  "`python evaluate.py` evaluates again)", workdir, config.num_epochs, results)
+  return json.loads(results.read_text())
 
 
 def _write_step_metrics(log: "summaries.MetricWriter", pending: list[dict], global_step: int, epoch: int,

@@ -1,8 +1,11 @@
 """Errors of weight import: each one carries a message that says what went wrong and what to do."""
 
+from mmr_jax import errors
 
-class WeightsError(ValueError):
+
+class WeightsError(errors.UserError, ValueError):
   """A checkpoint could not be read, fetched or mapped onto the model."""
+  exit_code = 4
 
 
 class ChecksumMismatch(WeightsError):

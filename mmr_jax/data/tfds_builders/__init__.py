@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 
 import ml_collections
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+from mmr_jax import runtime
+
+with runtime.native_stderr_silenced():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
 from mmr_jax.data import layouts
 from mmr_jax.data.layouts import DatasetError

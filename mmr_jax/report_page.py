@@ -1,0 +1,149 @@
+"""WORKDIR/report.html: one self-contained page per run (the results table, the score distributions per domain,
+heatmap overlays of every kind of test image, the config, the command and the software versions).
+
+The figures are embedded as data URIs, so the page opens anywhere without a server or its folder; the same PNGs
+are written to WORKDIR/heatmaps/<subset>/ and WORKDIR/figures/ for use elsewhere. With K seeds the table is the
+mean ± std and the figures are the first seed's.
+"""
+
+import base64
+import dataclasses
+import html
+import importlib.metadata
+import json
+import pathlib
+import platform
+import shlex
+import sys
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from mmr_jax import evaluation
+from mmr_jax import figures
+from mmr_jax import reports
+
+PACKAGES = ("mmr_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow",
+            "tensorflow-datasets", "scikit-image", "matplotlib")
+
+
+@dataclasses.dataclass
+class _Overlay:
+  subset: str
+  name: str
+  title: str
+  image: np.ndarray
+  mask: np.ndarray
+  amap: np.ndarray
+
+
+class Report:
+  """Collects what the page shows while the evaluation scores one subset after another (seed 0 only, and of its
+  maps only those overlaid), then writes the page."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self.overlays: list[_Overlay] = []
+    self.map_range = (np.inf, -np.inf)
+
+  def add(self, subset: str, predictions: evaluation.SubsetPredictions) -> None:
+    maps, scores = predictions.maps[0], predictions.scores[0]
+    self.scores[subset] = (scores, predictions.labels)
+    self.map_range = (min(self.map_range[0], float(maps.min())), max(self.map_range[1], float(maps.max())))
+    picks = figures.pick_examples(scores, predictions.kinds, self.config.eval.heatmaps_per_kind)
+    if not picks:
+      return
+    images = evaluation.test_images(self.config, subset, [p.index for p in picks])
+    for pick, image in zip(picks, images):
+      label = "anomalous" if predictions.labels[pick.index] else "normal"
+      name = str(predictions.names[pick.index])
+      self.overlays.append(_Overlay(
+          subset, name, f"{subset} · {name} · {label} · score {scores[pick.index]:.3f} · {pick.why}",
+          image, predictions.masks[pick.index], maps[pick.index]))
+
+  def write(self, directory: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[reports.Results],
+            header: str) -> pathlib.Path:
+    """Writes the PNGs and report.html into `directory` (the workdir, or evaluate.py's --out)."""
+    per_seed = [reports.with_mean(r) for r in per_seed]
+    top, std = (per_seed[0], None) if len(per_seed) == 1 else reports.mean_and_std(per_seed)
+    vmin, vmax = self.map_range
+    first = f" (seed {seeds[0]})" if len(seeds) > 1 else ""
+    sections = [f"<h1>{html.escape(header)}</h1>", f"<p>{html.escape(reports.seeds_text(seeds))}.</p>",
+                _html_table(top, std)]
+    if self.scores:
+      plots = {"domains.png": figures.domains_side_by_side(self.scores),
+               "score_distributions.png": figures.score_distributions(self.scores)}
+      (directory / "figures").mkdir(parents=True, exist_ok=True)
+      for name, png in plots.items():
+        (directory / "figures" / name).write_bytes(png)
+      sections += [f"<h2>Image scores per domain{first}</h2>", _img(plots["domains.png"], "image scores per domain"),
+                   _img(plots["score_distributions.png"], "score distributions and ROC curves per subset")]
+    if self.overlays:
+      sections.append(f"<h2>Heatmaps{first}</h2><p>Per subset, a few images of each kind: the highest-scoring "
+                      f"normal images (false-positive candidates), the lowest-scoring of each defect type (the "
+                      f"misses) and typical ones. One colour scale for the whole run: {vmin:.3f} (blue) to "
+                      f"{vmax:.3f} (red).</p>")
+      for subset in self.scores:
+        chosen = [o for o in self.overlays if o.subset == subset]
+        if chosen:
+          sections.append(f"<h3>{html.escape(subset)}</h3>")
+        for item in chosen:
+          png = figures.overlay(item.image, item.mask, item.amap, vmin, vmax, item.title)
+          folder = directory / "heatmaps" / subset
+          folder.mkdir(parents=True, exist_ok=True)
+          (folder / (item.name.replace("/", "__").rsplit(".", 1)[0] + ".png")).write_bytes(png)
+          sections.append(_img(png, item.title))
+    sections += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(self.config.to_dict(), indent=2, default=str))}"
+                 "</pre>", "<h2>Written by</h2>", f"<pre>{html.escape(_command())}</pre>",
+                 "<h2>Software</h2>", _versions_table()]
+    path = directory / "report.html"
+    path.write_text(_PAGE.format(title=html.escape(header), body="\n".join(sections)))
+    return path
+
+
+def _html_table(results: reports.Results, std) -> str:
+  head = "".join(f"<th>{html.escape(subset)}</th>" for subset in results)
+  rows = "".join(f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+                 for label, cells in reports.table_cells(results, std))
+  return f"<table><tr><th>metric</th>{head}</tr>{rows}</table>"
+
+
+def _img(png: bytes, alt: str) -> str:
+  return (f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}">'
+          "</figure>")
+
+
+def _command() -> str:
+  return shlex.join([pathlib.Path(sys.executable).name, *sys.argv])
+
+
+def _versions_table() -> str:
+  rows = [("python", platform.python_version()), ("platform", platform.platform()),
+          ("devices", ", ".join(sorted({d.device_kind for d in jax.devices()})) + f" × {jax.device_count()}")]
+  for package in PACKAGES:
+    try:
+      rows.append((package, importlib.metadata.version(package)))
+    except importlib.metadata.PackageNotFoundError:
+      rows.append((package, "not installed"))
+  return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + \
+      "</table>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
+th {{ background: #f4f4f4; }}
+figure {{ margin: 0.5em 0; }}
+img {{ max-width: 100%; }}
+pre {{ background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
