@@ -1,7 +1,7 @@
 """Evaluates a trained MMR: `python evaluate.py --config=configs/aebad_s.py --workdir=runs/aebad_s`.
 
-Writes WORKDIR/results.json, results.md and report.html (with figures/ and heatmaps/), or into --out=DIR (the workdir is then only read, so it
-may be read-only). `--checkpoint` evaluates converted weights instead (a student trained with the PyTorch code,
+Writes WORKDIR/results.json, results.md and report.html (with figures/ and heatmaps/), or into --out=DIR (the
+workdir is then only read, so it may be read-only). `--checkpoint` evaluates converted weights instead (a student trained with the PyTorch code,
 as .pth/.safetensors/.npz under the published names).
 """
 

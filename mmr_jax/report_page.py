@@ -67,8 +67,7 @@ class Report:
   def write(self, directory: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[reports.Results],
             header: str) -> pathlib.Path:
     """Writes the PNGs and report.html into `directory` (the workdir, or evaluate.py's --out)."""
-    per_seed = [reports.with_mean(r) for r in per_seed]
-    top, std = (per_seed[0], None) if len(per_seed) == 1 else reports.mean_and_std(per_seed)
+    top, std = reports.over_seeds([reports.with_mean(r) for r in per_seed])
     vmin, vmax = self.map_range
     first = f" (seed {seeds[0]})" if len(seeds) > 1 else ""
     sections = [f"<h1>{html.escape(header)}</h1>", f"<p>{html.escape(reports.seeds_text(seeds))}.</p>",

@@ -69,6 +69,12 @@ def table_cells(results: Results, std: Optional[Results] = None) -> list[tuple[s
   return rows
 
 
+def over_seeds(per_seed: Sequence[Results]) -> tuple[dict, Optional[dict]]:
+  """The table a run reports from its seeds' results (already with_mean): one seed's as they are, no std; K
+  seeds' mean and std."""
+  return (dict(per_seed[0]), None) if len(per_seed) == 1 else mean_and_std(per_seed)
+
+
 def markdown_table(results: Results, std: Optional[Results] = None, title: str = "") -> str:
   """Rows = metrics, columns = subsets then Mean (see table_cells)."""
   lines = [f"### {title}", ""] if title else []
@@ -88,13 +94,11 @@ def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequenc
   and at the top the mean over seeds (results.json) and mean ± std (results.md). Returns the top-level dict."""
   workdir.mkdir(parents=True, exist_ok=True)
   per_seed = [with_mean(r) for r in per_seed]
-  if len(per_seed) == 1:
-    top, std = per_seed[0], None
-  else:
+  if len(per_seed) > 1:
     for seed, results in zip(seeds, per_seed):
       (workdir / f"seed_{seed}").mkdir(exist_ok=True)
       (workdir / f"seed_{seed}" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    top, std = mean_and_std(per_seed)
+  top, std = over_seeds(per_seed)
   (workdir / "results.json").write_text(json.dumps(top, indent=2) + "\n")
   (workdir / "results.md").write_text(markdown_table(top, std, title=f"{header} ({seeds_text(seeds)})".strip()))
   return top

@@ -204,19 +204,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   num_epochs == 0, the initial model. The results go to `out` (default: the workdir, which is then not written
   when it is another directory)."""
   if one_model_per_subset(config):
-    if out is not None:
-      return per_subset(lambda c, w: evaluate(c, w, student_checkpoint, pathlib.Path(out) / w.name), config,
-                        workdir, results_dir=out)
-    return per_subset(lambda c, w: evaluate(c, w, student_checkpoint), config, workdir)
+    class_out = lambda class_workdir: None if out is None else pathlib.Path(out) / class_workdir.name
+    return per_subset(lambda c, w: evaluate(c, w, student_checkpoint, class_out(w)), config, workdir,
+                      results_dir=out)
   workdir = pathlib.Path(workdir)
   out = workdir if out is None else pathlib.Path(out)
   if student_checkpoint and config.num_seeds != 1:
     raise errors.UserError("--checkpoint evaluates one student; use --config.num_seeds=1")
   if not student_checkpoint and config.num_epochs != 0 and not (workdir / "checkpoints").is_dir():
-    # Checked before anything is built or created: a mistyped workdir gets no directories.
-    raise errors.RunError(f"no checkpoint in {workdir.absolute() / 'checkpoints'}: train first with "
-                          f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint (or "
-                          f"--config.num_epochs=0 to score the untrained model)")
+    raise _no_checkpoint(workdir)  # Before anything is built or created: a mistyped workdir gets no directories.
   run = Run(config)
   if student_checkpoint:
     with config.unlocked():
@@ -228,8 +224,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     state = run.initial_state()
     if latest is None:
       if config.num_epochs != 0:
-        raise errors.RunError(f"no checkpoint in {checkpoints.directory}: train first with "
-                              f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint")
+        raise _no_checkpoint(workdir)
     else:
       try:
         _check_resumable(checkpoints.read_meta(latest), config, latest)
@@ -241,6 +236,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     params = state.params
     checkpoints.close()
   return run.evaluate(params, out)
+
+
+def _no_checkpoint(workdir: pathlib.Path) -> errors.RunError:
+  return errors.RunError(f"no checkpoint in {workdir.absolute() / 'checkpoints'}: train first with "
+                         f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint (or "
+                         f"--config.num_epochs=0 to score the untrained model)")
 
 
 # Keys that do not change what a checkpoint trained: they may differ on resume (and are noted). Everything else
