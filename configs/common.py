@@ -67,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
       # False (published: DataLoader drop_last=False): an epoch's last, smaller batch is trained, its loss the
       # mean over its real images. True: only full batches, as most JAX input pipelines do.
       drop_last=False,
+      # Fraction of the normal training images held out (never trained on) to calibrate a decision threshold at
+      # the end of training (mmr_jax/calibration.py). 0, the published protocol: every image is trained on and the
+      # threshold stays uncalibrated. The demo and configs/folder.py hold out 0.1.
+      calibration_fraction=0.0,
       # 0: keep the decoded originals (published). N: shrink images whose longer side exceeds N pixels once, at
       # decoding (antialiased; masks alike), so that large photographs fit in memory and resample fast.
       max_image_side=0,
@@ -121,5 +125,8 @@ def get_config() -> ml_collections.ConfigDict:
       # Mask ratio of the student at test time (the published config's test_mask_ratio): 0 hides nothing. With a
       # ratio > 0 the maps depend on the masking noise, drawn from the run's seed, per subset and batch.
       test_mask_ratio=0.0,
+      # False-positive rate on the held-out normals at which the decision threshold is set (predict.py --fpr
+      # overrides it).
+      threshold_fpr=0.01,
   ))
   return c

@@ -67,6 +67,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"data.max_image_side ({data.max_image_side}) must be 0 (keep the originals) or ≥ data.resize_size "
            f"({data.resize_size}) and ≥ data.image_size ({size}), so that no image is shrunk below what the test "
            f"resize or the training crop needs")
+  _require(0 <= data.calibration_fraction < 1,
+           f"data.calibration_fraction must lie in [0, 1) (0: no held-out normals, the published protocol), got "
+           f"{data.calibration_fraction}")
 
   model = config.model
   vit = model.vit
@@ -84,6 +87,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"model.precision must be one of {layers.PRECISIONS}, got {model.precision!r}")
   _require(0 <= config.eval.test_mask_ratio < 1,
            f"eval.test_mask_ratio must lie in [0, 1), got {config.eval.test_mask_ratio}")
+  _require(0 < config.eval.threshold_fpr < 1,
+           f"eval.threshold_fpr must lie in (0, 1), e.g. 0.01 for a 1 % false-positive rate, got "
+           f"{config.eval.threshold_fpr}")
 
   optim = config.optim
   _require(optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}")

@@ -2,12 +2,13 @@
 
 import dataclasses
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
+from mmr_jax import calibration
 from mmr_jax import metrics
 from mmr_jax.data import pipeline
 from mmr_jax.training import sharding
@@ -27,16 +28,24 @@ class SubsetPredictions:
 def predict_subset(config: ml_collections.ConfigDict, subset: str, params: Any, teacher_params: Any,
                    teacher_fn: Callable, anomaly_fn: Callable, mesh: jax.sharding.Mesh) -> SubsetPredictions:
   """Runs the students (params with a leading seed axis) over one subset's test images."""
-  maps, scores, masks, labels, names, kinds = [], [], [], [], [], []
-  batch_sharding = sharding.batch_sharding(mesh)
   # Masking noise at test time (eval.test_mask_ratio > 0; unused at the published 0): a pure function of the
   # run's seed, the subset and the batch, so that evaluating again gives the same maps.
   subset_key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
+  return predict_batches(pipeline.eval_batches(config, subset), subset_key, params, teacher_params, teacher_fn,
+                         anomaly_fn, mesh)
+
+
+def predict_batches(batches: Iterable[dict], key: jax.Array, params: Any, teacher_params: Any, teacher_fn: Callable,
+                    anomaly_fn: Callable, mesh: jax.sharding.Mesh) -> SubsetPredictions:
+  """Runs the students over evaluation batches (pipeline.eval_batches' form); batch i masks with fold_in(key, i)
+  when eval.test_mask_ratio > 0."""
+  maps, scores, masks, labels, names, kinds = [], [], [], [], [], []
+  batch_sharding = sharding.batch_sharding(mesh)
   # Every host reads each whole batch (test sets are small) and places the rows its own devices hold; the
   # maps come back whole on every host.
-  for index, batch in enumerate(pipeline.eval_batches(config, subset)):
+  for index, batch in enumerate(batches):
     valid = batch["valid"]
-    rng = jax.random.key_data(jax.random.fold_in(subset_key, index))
+    rng = jax.random.key_data(jax.random.fold_in(key, index))
     batch_images = jax.device_put(batch["image"], batch_sharding)
     teacher_features = tuple(f[0] for f in teacher_fn(teacher_params, batch_images[None]))
     batch_maps, batch_scores = sharding.to_host(anomaly_fn(params, batch_images, teacher_features, rng))
@@ -66,10 +75,16 @@ def test_images(config: ml_collections.ConfigDict, subset: str, indices: Sequenc
   return np.stack([wanted[int(i)] for i in indices])
 
 
-def subset_results(config: ml_collections.ConfigDict, predictions: SubsetPredictions) -> list[dict]:
-  """The metrics of one subset, one dict per seed: image_auroc, pixel_auroc, pro (published), aupro."""
+def subset_results(config: ml_collections.ConfigDict, predictions: SubsetPredictions,
+                   calibrations: Sequence[calibration.Calibration] | None = None) -> list[dict]:
+  """The metrics of one subset, one dict per seed: image_auroc, pixel_auroc, pro (published), aupro; with the
+  seeds' calibrations, also how their thresholds fare here (metrics.decisions_at), as information."""
   has_masks = pipeline.has_masks(config)
-  return [metrics.subset_metrics(predictions.maps[k], predictions.masks, predictions.labels,
-                                 predictions.scores[k], has_masks=has_masks,
-                                 fpr_limit=config.eval.aupro_fpr_limit)
-          for k in range(predictions.maps.shape[0])]
+  results = []
+  for k in range(predictions.maps.shape[0]):
+    row = metrics.subset_metrics(predictions.maps[k], predictions.masks, predictions.labels, predictions.scores[k],
+                                 has_masks=has_masks, fpr_limit=config.eval.aupro_fpr_limit)
+    if calibrations:
+      row.update(metrics.decisions_at(predictions.scores[k], predictions.labels, calibrations[k].threshold))
+    results.append(row)
+  return results

@@ -68,6 +68,20 @@ def overlay(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmin: float, 
   return _png(fig)
 
 
+def prediction_overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, title: str) -> bytes:
+  """[image | anomaly map over the image] for an image without ground truth (predict.py)."""
+  fig = mpl_figure.Figure(figsize=(5.4, 2.7), dpi=100, layout="constrained")
+  axes = fig.subplots(1, 2)
+  axes[0].imshow(image)
+  axes[1].imshow(image)
+  heat = axes[1].imshow(amap, cmap="jet", vmin=vmin, vmax=vmax, alpha=0.5)
+  for ax in axes:
+    ax.set_axis_off()
+  fig.colorbar(heat, ax=axes[1], fraction=0.05, pad=0.02).ax.tick_params(labelsize=7)
+  fig.suptitle(title, fontsize=8)
+  return _png(fig)
+
+
 def score_distributions(per_subset: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
   """One row per subset: the image scores of normal and anomalous images (histograms on one set of bins for the
   whole run) and the ROC curve with its AUROC."""

@@ -121,6 +121,33 @@ def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
   return fpr, tpr
 
 
+def decisions_at(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
+  """How a decision threshold (score > threshold is anomalous) fares on a labelled set, and the F1-optimal
+  threshold on it, for information: "fpr_at_threshold", "tpr_at_threshold", "f1_at_threshold",
+  "f1_best_threshold" (midway between the two scores where the best cut falls) and "f1_best"."""
+  scores = _as_scores(scores).astype(np.float64)
+  labels = _as_labels(labels, scores.size)
+  flagged = scores > threshold
+  positives, negatives = int(labels.sum()), int((~labels).sum())
+  result = {"fpr_at_threshold": float((flagged & ~labels).sum() / max(negatives, 1)),
+            "tpr_at_threshold": float((flagged & labels).sum() / max(positives, 1)),
+            "f1_at_threshold": _f1(int((flagged & labels).sum()), int(flagged.sum()), positives)}
+  # Every cut between two distinct scores, highest first: the top i images flagged.
+  order = np.argsort(-scores, kind="stable")
+  ranked, ranked_labels = scores[order], labels[order]
+  cuts = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
+  true_flagged = np.cumsum(ranked_labels)[cuts]
+  f1 = 2 * true_flagged / np.maximum((cuts + 1) + positives, 1)
+  best = int(np.argmax(f1))
+  below = ranked[cuts[best] + 1] if cuts[best] + 1 < ranked.size else ranked[cuts[best]] - 1.0
+  result.update(f1_best_threshold=float((ranked[cuts[best]] + below) / 2), f1_best=float(f1[best]))
+  return result
+
+
+def _f1(true_flagged: int, flagged: int, positives: int) -> float:
+  return 2 * true_flagged / max(flagged + positives, 1)
+
+
 def pixel_auroc(maps: Any, masks: Any) -> float:
   """ROC AUC over every pixel of every map (1 = anomalous pixel in the mask), ties counted ½ as in scikit-learn.
 

@@ -80,13 +80,16 @@ def relaunch_with_malloc_tunables() -> None:
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
 
 
-def exit_on_help(doc: str, argv: list[str] = sys.argv) -> None:
-  """Prints the entry point's docstring and its flags and exits 0 when asked for help (absl's --help exits 1,
-  and would come after the relaunch and the imports)."""
+def exit_on_help(doc: str, argv: list[str] = sys.argv, shared_flags_module: str | None = None) -> None:
+  """Prints the entry point's docstring and its flags (and those `shared_flags_module` defines for it) and exits 0
+  when asked for help (absl's --help exits 1, and would come after the relaunch and the imports)."""
   if not any(arg in HELP_FLAGS for arg in argv[1:]):
     return
   from absl import flags  # pylint: disable=g-import-not-at-top
-  print(doc.strip() + "\n\nFlags:\n" + flags.FLAGS.main_module_help())
+  text = flags.FLAGS.main_module_help()
+  if shared_flags_module:
+    text += "\n" + flags.FLAGS.module_help(shared_flags_module)
+  print(doc.strip() + "\n\nFlags:\n" + text)
   sys.exit(0)
 
 

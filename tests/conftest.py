@@ -7,6 +7,7 @@ import os
 import pytest
 
 from mmr_jax import runtime
+from mmr_jax.data import synthetic
 from mmr_jax.weights import fetch
 
 
@@ -27,3 +28,12 @@ def weights_cache(tmp_path_factory):
 def compilation_cache(tmp_path_factory):
   """The session's cache folder; subprocesses that compile the same programs can be pointed at it too."""
   return runtime.enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"), min_compile_seconds=0.2)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+  """The generated AeBAD-like dataset at its tiny size (64×72 px, 8 training images), shared by the training and
+  inference tests."""
+  root = tmp_path_factory.mktemp("tiny_data")
+  synthetic.generate(root, seed=0, size="tiny")
+  return root

@@ -23,7 +23,6 @@ from configs import synthetic_random_teacher as synthetic_config
 from mmr_jax import config as config_lib
 from mmr_jax import errors
 from mmr_jax import evaluation
-from mmr_jax.data import synthetic
 from mmr_jax.training import checkpoint
 from mmr_jax.training import lock
 from mmr_jax.training import summaries
@@ -32,17 +31,12 @@ from mmr_jax.training import trainer
 REPO = pathlib.Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("tiny_data")
-  synthetic.generate(root, seed=0, size="tiny")
-  return root
-
-
 def tiny_overrides(data_root) -> dict:
   # A micro student of one transformer block: the demo's code path at a fraction of its compile time. 8 training
-  # images in batches of 6: every epoch ends with a padded batch (2 real images), on one host or two.
+  # images, one held out for calibration as the demo holds out a tenth; 7 in batches of 6: every epoch ends with a
+  # padded batch (1 real image), on one host or two.
   return {"data.root": str(data_root), "data.subsets": ("same", "view"), "data.image_size": 64,
+          "data.calibration_fraction": 0.125,
           "data.resize_size": 73, "model.vit.width": 128, "model.vit.num_heads": 2, "model.vit.depth": 1,
           "batch_size": 6, "eval_batch_size": 8, "num_epochs": 2, "checkpoint_every_epochs": 1,
           "log_every_steps": 1, "eval.heatmaps_per_kind": 1}
@@ -63,7 +57,7 @@ def tiny_config(data_root, **overrides):
 def final_params(workdir, config):
   run = trainer.Run(config)
   checkpoints = checkpoint.Checkpoints(workdir)
-  state, _ = checkpoints.restore(checkpoints.latest_epoch(), checkpoint.abstract_like(run.initial_state()))
+  state, _ = checkpoints.restore(checkpoints.latest_epoch(), run.abstract_state())
   checkpoints.close()
   return jax.device_get(state.params)
 
@@ -81,8 +75,11 @@ def test_training_run_writes_reports(uninterrupted):
   assert on_disk == results
   assert set(on_disk) == {"same", "view", "mean"}
   for row in on_disk.values():
-    assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro", "image_auroc_rounded", "pro_rounded"}
-    assert all(0.0 <= v <= 1.0 for v in row.values() if v is not None and not np.isnan(v))
+    # The paper's metrics, their published rounding, and how the calibrated threshold fares (it held out 1 image).
+    assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro", "image_auroc_rounded", "pro_rounded",
+                        "fpr_at_threshold", "tpr_at_threshold", "f1_at_threshold", "f1_best", "f1_best_threshold"}
+    assert all(0.0 <= v <= 1.0 for k, v in row.items() if v is not None and not np.isnan(v) and k != "f1_best_threshold")
+  assert (workdir / "calibration.json").exists()
   np.testing.assert_allclose(on_disk["mean"]["image_auroc"],
                              (on_disk["same"]["image_auroc"] + on_disk["view"]["image_auroc"]) / 2)
   table = (workdir / "results.md").read_text()

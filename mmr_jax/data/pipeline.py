@@ -279,6 +279,18 @@ def _pad(chunk: _EvalChunk, batch: int, rows: slice) -> dict[str, np.ndarray]:
   }
 
 
+def calibration_batches(config: ml_collections.ConfigDict, subset: str | None = None
+                        ) -> Iterator[dict[str, np.ndarray]]:
+  """The held-out normal training images (sources.calibration_set) as evaluation batches: the test transform,
+  padded to config.eval_batch_size, the same keys as `eval_batches` (masks all zero, labels 0). Empty when
+  data.calibration_fraction is 0."""
+  split = sources.calibration_set(config, subset)
+  if split is None:
+    return iter(())
+  batch = config.eval_batch_size
+  return (_pad(chunk, batch, slice(0, batch)) for chunk in _eval_chunks(config, split, batch))
+
+
 def check_data(config: ml_collections.ConfigDict, subset: str | None = None) -> None:
   """Decodes every split a run reads — the training set and each test subset, images and masks — so that any
   data problem stops the run before its first step instead of after its last epoch. With data.cache the test

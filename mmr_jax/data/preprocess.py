@@ -21,6 +21,11 @@ _SCALE = (1.0 / (255.0 * images.IMAGENET_STD)).astype(np.float32)
 _OFFSET = (-images.IMAGENET_MEAN / images.IMAGENET_STD).astype(np.float32)
 
 
+def normalization_constants() -> tuple[np.ndarray, np.ndarray]:
+  """(scale, offset), float32 (3,): `normalize` is x · scale + offset, for computing it elsewhere (an export)."""
+  return _SCALE.copy(), _OFFSET.copy()
+
+
 def centre_offset(resized: int, cropped: int) -> int:
   """torchvision CenterCrop's offset: Python's round, so (73 - 64) / 2 = 4.5 gives 4."""
   return int(round((resized - cropped) / 2.0))

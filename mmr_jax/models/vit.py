@@ -52,8 +52,11 @@ class Attention(nn.Module):
     head_dim = width // self.num_heads
     # One fused projection whose output columns are [q | k | v], head h at columns h·d … h·d + d − 1 of each.
     qkv = layers.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
-    q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
-    out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], scale=head_dim ** -0.5)
+    # Reshapes and slices rather than integer indexing, which becomes a gather under a symbolic batch (an export)
+    # that the TFLite converter cannot take.
+    q, k, v = (part.reshape(b, t, self.num_heads, head_dim)
+               for part in jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2))
+    out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5)
     return layers.Dense(width, dtype=self.dtype, name="proj")(out.reshape(b, t, width))
 
 
@@ -110,7 +113,7 @@ class Encoder(nn.Module):
     for i in range(self.depth):
       x = Block(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"blocks_{i}")(x)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
-    return x[:, 1:]
+    return jax.lax.slice_in_dim(x, 1, None, axis=1)  # Without the cls token (a slice, not a gather: above).
 
 
 def decoder_tokens(visible: jax.Array, restore: jax.Array | None, mask_token: jax.Array,

@@ -145,8 +145,3 @@ def _check_manifest(step_dir: pathlib.Path) -> None:
     if found[name] != record:
       raise Unreadable(f"{name} has {found[name]['bytes']} bytes and CRC-32 {found[name]['crc32']:08x}, saved "
                        f"as {record['bytes']} bytes and {record['crc32']:08x}")
-
-
-def abstract_like(tree: Any) -> Any:
-  """Shape/dtype/sharding skeleton of a state, the target a restore fills."""
-  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)

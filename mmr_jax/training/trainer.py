@@ -17,12 +17,14 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from mmr_jax import calibration
 from mmr_jax import errors
 from mmr_jax import evaluation
 from mmr_jax import report_page
 from mmr_jax import reports
 from mmr_jax import data
 from mmr_jax.data import pipeline
+from mmr_jax.data import sources
 from mmr_jax.models import mmr
 from mmr_jax.training import checkpoint
 from mmr_jax.training import init
@@ -67,6 +69,20 @@ class Run:
     state = jax.jit(jax.vmap(lambda p, key: steps.create_train_state(p, self.tx, key)))(params, jnp.stack(train_keys))
     return jax.device_put(state, sharding.replicated(self.mesh))
 
+  def abstract_state(self) -> steps.TrainState:
+    """The state's shapes, dtypes and shardings, computed by nothing (jax.eval_shape): the target that a restore
+    fills, so that resuming never initialises or loads a student only to overwrite it."""
+    dummy = jnp.zeros((1, self.config.data.image_size, self.config.data.image_size, 3), jnp.float32)
+
+    def fresh(key):
+      init_key, train_key = jax.random.split(key)
+      return steps.create_train_state(self.student.init(init_key, dummy)["params"], self.tx, train_key)
+
+    keys = jnp.stack([jax.random.key(seed) for seed in self.seeds])
+    replicated = sharding.replicated(self.mesh)
+    return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+                                  jax.eval_shape(jax.vmap(fresh), keys))
+
   def global_batch(self, epoch: int) -> Any:
     """Yields (images (K, B, H, W, 3), weights (K, B)) global arrays: seed k's batch stream is that seed's own data
     order; weight 0 marks the rows that pad the epoch's last batch."""
@@ -79,15 +95,32 @@ class Run:
       yield (sharding.put_global_batch(images, batch_sharding, batch_axis=1),
              sharding.put_global_batch(weights, batch_sharding, batch_axis=1))
 
-  def evaluate(self, params: Any, workdir: pathlib.Path, write_report: bool = True) -> dict:
+  def calibrate(self, params: Any, workdir: pathlib.Path) -> list[calibration.Calibration] | None:
+    """Scores the held-out normal training images (data.calibration_fraction) and writes calibration.json; returns
+    the K seeds' calibrations, or None when nothing was held out (the published protocol)."""
+    if sources.calibration_set(self.config) is None:
+      return None
+    predictions = evaluation.predict_batches(pipeline.calibration_batches(self.config), jax.random.key(self.config.seed),
+                                             params, self.teacher_params, self.teacher_fn, self.anomaly_fn, self.mesh)
+    calibrations = [calibration.Calibration(np.sort(row.astype(np.float64)), self.config.eval.threshold_fpr,
+                                            self.config.data.calibration_fraction) for row in predictions.scores]
+    if jax.process_index() == 0:
+      calibration.write(workdir, self.seeds, predictions.scores, predictions.names,
+                        self.config.data.calibration_fraction, self.config.eval.threshold_fpr)
+    logging.warning("calibrated: %s", "; ".join(f"seed {seed}: {c.describe()}"
+                                                for seed, c in zip(self.seeds, calibrations)))
+    return calibrations
+
+  def evaluate(self, params: Any, workdir: pathlib.Path, write_report: bool = True,
+               calibrations: list[calibration.Calibration] | None = None) -> dict:
     """All test subsets, K seeds; writes results.json / results.md (and report.html with its figures); returns
-    the top level."""
+    the top level. With the seeds' calibrations, the results also say how their thresholds fare."""
     per_seed = [{} for _ in self.seeds]
     report = report_page.Report(self.config) if write_report and jax.process_index() == 0 else None
     for subset in data.subset_names(self.config):
       predictions = evaluation.predict_subset(self.config, subset, params, self.teacher_params,
                                               self.teacher_fn, self.anomaly_fn, self.mesh)
-      for k, results in enumerate(evaluation.subset_results(self.config, predictions)):
+      for k, results in enumerate(evaluation.subset_results(self.config, predictions, calibrations)):
         per_seed[k][subset] = results
       if report:
         report.add(subset, predictions)
@@ -97,6 +130,11 @@ class Run:
     if report:
       report.write(workdir, self.seeds, per_seed, header=_describe(self.config))
     return top
+
+  def calibrations_in(self, directory: pathlib.Path) -> list[calibration.Calibration] | None:
+    """The K seeds' calibrations recorded in DIRECTORY/calibration.json (at eval.threshold_fpr), or None."""
+    found = [calibration.read(directory, seed, self.config.eval.threshold_fpr) for seed in self.seeds]
+    return None if any(c is None for c in found) else found
 
 
 def _describe(config: ml_collections.ConfigDict) -> str:
@@ -190,7 +228,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       results = run.evaluate(state.params, workdir / f"eval_epoch_{epoch}", write_report=False)
       log.write(epoch * steps_per_epoch + steps_per_epoch, _flatten_results(results, "eval"))
   progress.close()
-  results = run.evaluate(state.params, workdir)
+  results = run.evaluate(state.params, workdir, calibrations=run.calibrate(state.params, workdir))
   log.write(config.num_epochs * steps_per_epoch, _flatten_results(results, "eval"))
   log.close()
   checkpoints.close()
@@ -214,28 +252,36 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   if not student_checkpoint and config.num_epochs != 0 and not (workdir / "checkpoints").is_dir():
     raise _no_checkpoint(workdir)  # Before anything is built or created: a mistyped workdir gets no directories.
   run = Run(config)
+  calibrations = None
   if student_checkpoint:
     with config.unlocked():
       config.init.student = student_checkpoint
     params = run.initial_state().params
   else:
-    checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
+    params = restore_state(run, workdir)[0].params
+    calibrations = run.calibrations_in(workdir)  # A converted student has none: it trained on every image.
+  return run.evaluate(params, out, calibrations=calibrations)
+
+
+def restore_state(run: Run, workdir: pathlib.Path) -> tuple[steps.TrainState, int | None]:
+  """(state, epoch) of WORKDIR's last checkpoint, checked against the run's config; (the initial state, None) when
+  the config trains for 0 epochs and there is none. Raises RunError otherwise."""
+  checkpoints = checkpoint.Checkpoints(workdir, keep=run.config.keep_checkpoints)
+  try:
     latest = checkpoints.latest_epoch()
-    state = run.initial_state()
     if latest is None:
-      if config.num_epochs != 0:
+      if run.config.num_epochs != 0:
         raise _no_checkpoint(workdir)
-    else:
-      try:
-        _check_resumable(checkpoints.read_meta(latest), config, latest)
-        state, _ = checkpoints.restore(latest, checkpoint.abstract_like(state))
-      except checkpoint.Unreadable as error:
-        raise errors.RunError(f"the checkpoint of epoch {latest} in {checkpoints.directory} cannot be read "
-                              f"({error}); `python train.py` with this workdir sets it aside and retrains from "
-                              f"the one before") from error
-    params = state.params
+      return run.initial_state(), None
+    try:
+      _check_resumable(checkpoints.read_meta(latest), run.config, latest)
+      return checkpoints.restore(latest, run.abstract_state())[0], latest
+    except checkpoint.Unreadable as error:
+      raise errors.RunError(f"the checkpoint of epoch {latest} in {checkpoints.directory} cannot be read "
+                            f"({error}); `python train.py` with this workdir sets it aside and retrains from "
+                            f"the one before") from error
+  finally:
     checkpoints.close()
-  return run.evaluate(params, out)
 
 
 def _no_checkpoint(workdir: pathlib.Path) -> errors.RunError:
@@ -312,7 +358,7 @@ def _resume(checkpoints: "checkpoint.Checkpoints", config: ml_collections.Config
     _check_resumable(meta, config, epoch)
     run = run or Run(config)
     try:
-      state, _ = checkpoints.restore(epoch, checkpoint.abstract_like(run.initial_state()))
+      state, _ = checkpoints.restore(epoch, run.abstract_state())
     except checkpoint.Unreadable as error:
       if "config" not in meta:  # No recorded config: a mismatch cannot be told from damage.
         raise errors.RunError(f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "

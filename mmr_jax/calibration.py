@@ -1,0 +1,101 @@
+"""Decision thresholds from normal images the model never trained on, and scores normalised by them.
+
+At the end of training, `data.calibration_fraction` of the normal training images (held out from training by
+`data.sources`) are scored as test images; their scores are WORKDIR/calibration.json. From them, per seed:
+
+- the threshold at a false-positive rate f (eval.threshold_fpr, default 1 %): the smallest held-out score with at
+  most ⌊f·n⌋ held-out scores above it; an image is anomalous when its score is above the threshold, so at most
+  a fraction f of the held-out normals are flagged. With n < 1/f held-out images, f cannot be resolved and the
+  threshold is their maximum (FPR 0 on them); `describe` says so.
+- a normalised score, 0.5 · (score − m) / (threshold − m) with m the held-out median: the median normal maps to
+  0, the threshold to 0.5, whatever the model's raw scale, so that scores of different runs read alike. It is not
+  clipped, so it ranks images as the raw score does.
+
+Nothing here looks at a labelled test set: test results only report how the threshold fares (`metrics`).
+No JAX here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+FILE_NAME = "calibration.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+  """One seed's held-out normal scores and the threshold at `fpr`."""
+  scores: np.ndarray  # (n,) float64, ascending.
+  fpr: float
+  fraction: float  # data.calibration_fraction that held them out.
+
+  @property
+  def threshold(self) -> float:
+    return threshold_at_fpr(self.scores, self.fpr)
+
+  @property
+  def centre(self) -> float:
+    return float(np.median(self.scores))
+
+  def normalise(self, scores: np.ndarray) -> np.ndarray:
+    """Raw image scores → normalised: held-out median 0, threshold 0.5 (module docstring)."""
+    spread = self.threshold - self.centre
+    if spread <= 0:  # One held-out image, or all alike: scale by the threshold alone.
+      return 0.5 * np.asarray(scores, np.float64) / max(abs(self.threshold), 1e-12)
+    return 0.5 * (np.asarray(scores, np.float64) - self.centre) / spread
+
+  def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
+    return np.asarray(scores) > self.threshold
+
+  def held_out_fpr(self) -> float:
+    """The fraction of the held-out normals above the threshold (≤ fpr by construction)."""
+    return float(np.mean(self.is_anomalous(self.scores)))
+
+  def describe(self) -> str:
+    n = len(self.scores)
+    text = (f"threshold {self.threshold:.5g} at {100 * self.fpr:g} % false positives on {n} held-out normal "
+            f"images ({100 * self.held_out_fpr():.1f} % of them above it)")
+    if n * self.fpr < 1:
+      text += (f"; {n} held-out images resolve rates down to {100 / n:.3g} % only, so the threshold is their "
+               f"maximum ({int(np.ceil(1 / self.fpr))} would resolve {100 * self.fpr:g} %: a larger "
+               f"data.calibration_fraction or more training images)")
+    return text
+
+
+def threshold_at_fpr(normal_scores: np.ndarray, fpr: float) -> float:
+  """The smallest of `normal_scores` with at most ⌊fpr·n⌋ of them strictly above it."""
+  if not 0 < fpr < 1:
+    raise ValueError(f"the false-positive rate must lie in (0, 1), got {fpr}")
+  descending = np.sort(np.asarray(normal_scores, np.float64))[::-1]
+  allowed = int(np.floor(fpr * len(descending) + 1e-9))
+  return float(descending[min(allowed, len(descending) - 1)])
+
+
+def write(directory: pathlib.Path, seeds: Sequence[int], scores: np.ndarray, names: Sequence[str],
+          fraction: float, fpr: float) -> list[Calibration]:
+  """Writes DIRECTORY/calibration.json from the held-out scores (K, n) of K seeds; returns their Calibrations."""
+  record = {"fraction": fraction, "fpr": fpr, "images": list(map(str, names)),
+            "seeds": {str(seed): [float(v) for v in row] for seed, row in zip(seeds, scores)}}
+  directory.mkdir(parents=True, exist_ok=True)
+  temporary = directory / f".{FILE_NAME}.tmp"
+  temporary.write_text(json.dumps(record, indent=1) + "\n")
+  temporary.replace(directory / FILE_NAME)
+  return [Calibration(np.sort(np.asarray(row, np.float64)), fpr, fraction) for row in scores]
+
+
+def read(directory: pathlib.Path, seed: int, fpr: float | None = None) -> Calibration | None:
+  """Seed `seed`'s calibration from DIRECTORY/calibration.json (at `fpr`, default the one recorded); None when
+  the run held no images out. Raises ValueError when the file lacks the seed."""
+  path = pathlib.Path(directory) / FILE_NAME
+  if not path.exists():
+    return None
+  record = json.loads(path.read_text())
+  if str(seed) not in record["seeds"]:
+    raise ValueError(f"{path} calibrates seeds {', '.join(record['seeds'])}, not seed {seed}")
+  scores = np.sort(np.asarray(record["seeds"][str(seed)], np.float64))
+  return Calibration(scores, record["fpr"] if fpr is None else fpr, record["fraction"])

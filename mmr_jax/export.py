@@ -1,0 +1,153 @@
+"""Exports a trained MMR for use without this project: `python -m mmr_jax.export --workdir=W --format=jax --out=DIR`.
+
+The exported function is teacher + student + anomaly map + image score with one seed's weights inside:
+uint8 RGB images (B, S, S, 3), already resized and centre-cropped as the test transform does (model.json says
+how), in; the smoothed anomaly maps (B, S, S) and the image scores (B,), float32, out. B is symbolic.
+
+- `jax`: DIR/model.jax, a serialised `jax.export.Exported` (StableHLO) lowered for the CPU, CUDA and TPU, which
+  plain `jax` loads and runs: `jax.export.deserialize(open("DIR/model.jax", "rb").read()).call(images)`.
+- `savedmodel`: DIR/savedmodel, a TF SavedModel through `jax2tf` with the same signature (serving_default:
+  images → anomaly_map, score), the weights as variables; for TF Serving, and the input of the TFLite converter.
+
+DIR/model.json holds the preprocessing, the calibrated threshold and normalisation, and the config it came from.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import pathlib
+from typing import Any, Callable
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmr_jax import cli
+from mmr_jax import errors
+from mmr_jax import inference
+from mmr_jax import objectives
+from mmr_jax import runtime
+from mmr_jax.data import preprocess
+from mmr_jax.training import steps
+
+EXPORT_FORMATS = ("jax", "savedmodel")
+JAX_FILE = "model.jax"
+SAVEDMODEL_DIR = "savedmodel"
+METADATA_FILE = "model.json"
+# Where the StableHLO artefact can run. Lowering for a platform needs no device of it.
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def serving_function(model: inference.TrainedModel) -> tuple[Callable, dict[str, Any]]:
+  """(fn, weights): fn(weights, uint8 images (B, S, S, 3)) → (maps (B, S, S), scores (B,)), the computation that
+  `model.score` runs, as one pure function of its weights (NumPy arrays)."""
+
+  config = model.config
+  if config.eval.test_mask_ratio > 0:
+    raise errors.UserError(f"eval.test_mask_ratio={config.eval.test_mask_ratio} makes the maps depend on masking "
+                           f"noise; export supports the published 0 only")
+  student, teacher = model.run.student, model.run.teacher
+  scale, offset = preprocess.normalization_constants()
+
+  def fn(weights, images):
+    x = images.astype(jnp.float32) * scale + offset
+    teacher_features = tuple(f.astype(jnp.float32) for f in teacher.apply({"params": weights["teacher"]}, x))
+    student_features = student.apply({"params": weights["student"]}, x, 0.0)
+    maps = objectives.anomaly_maps(teacher_features, student_features, x.shape[1:3], config.eval.gaussian_sigma,
+                                   config.eval.gaussian_truncate)
+    return maps.smoothed, maps.score
+
+  weights = jax.device_get({"student": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params),
+                            "teacher": model.run.teacher_params})
+  weights = jax.tree_util.tree_map(np.asarray, weights)
+  return steps.at_precision(fn, config.model.precision), weights
+
+
+def metadata(model: inference.TrainedModel, export_format: str, platforms: tuple[str, ...] = ()) -> dict:
+  """What a user of the artefact needs besides it: input, preprocessing, outputs, threshold, provenance."""
+  data = model.config.data
+  c = model.calibration
+  return {
+      "format": export_format,
+      "platforms": list(platforms),
+      "input": {"dtype": "uint8", "shape": ["B", data.image_size, data.image_size, 3], "channels": "RGB"},
+      "preprocessing": (f"decode to RGB; if data.max_image_side ({data.max_image_side}) > 0, shrink the longer side "
+                        f"to it (bicubic); resize to {data.resize_size}×{data.resize_size} (bilinear, PIL, aspect "
+                        f"not kept); centre-crop {data.image_size}×{data.image_size}. ImageNet normalisation is "
+                        f"inside the model."),
+      "outputs": {"anomaly_map": ["B", data.image_size, data.image_size], "score": ["B"]},
+      "threshold": None if c is None else c.threshold,
+      "threshold_fpr": None if c is None else c.fpr,
+      "normalisation": None if c is None else {
+          "centre": c.centre, "threshold": c.threshold,
+          "formula": "0.5 * (score - centre) / (threshold - centre); anomalous when score > threshold"},
+      "calibrated": c is not None,
+      "seed": model.seed,
+      "epochs_trained": model.epochs_trained,
+      "mmr_jax_version": importlib.metadata.version("mmr_jax"),
+      "jax_version": importlib.metadata.version("jax"),
+      "config": json.loads(model.config.to_json_best_effort()),
+  }
+
+
+def export_jax(model: inference.TrainedModel, out: pathlib.Path, platforms: tuple[str, ...] = PLATFORMS) -> pathlib.Path:
+  """Writes OUT/model.jax and OUT/model.json; returns the artefact's path."""
+  fn, weights = serving_function(model)
+  size = model.image_size
+  shape = jax.export.symbolic_shape(f"b, {size}, {size}, 3")
+  exported = jax.export.export(jax.jit(lambda images: fn(weights, images)), platforms=platforms)(
+      jax.ShapeDtypeStruct(shape, jnp.uint8))
+  out.mkdir(parents=True, exist_ok=True)
+  (out / JAX_FILE).write_bytes(exported.serialize())
+  (out / METADATA_FILE).write_text(json.dumps(metadata(model, "jax", platforms), indent=2) + "\n")
+  return out / JAX_FILE
+
+
+def export_savedmodel(model: inference.TrainedModel, out: pathlib.Path) -> pathlib.Path:
+  """Writes OUT/savedmodel (serving_default: uint8 images → anomaly_map, score) and OUT/model.json."""
+  with runtime.native_stderr_silenced():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only this format needs TF)
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  fn, weights = serving_function(model)
+  size = model.image_size
+  converted = jax2tf.convert(fn, polymorphic_shapes=[None, f"(b, {size}, {size}, 3)"], with_gradient=False)
+  module = tf.Module()
+  module.weights = tf.nest.map_structure(lambda leaf: tf.Variable(leaf, trainable=False), weights)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")], autograph=False)
+  def serve(images):
+    anomaly_map, score = converted(module.weights, images)
+    return {"anomaly_map": anomaly_map, "score": score}
+
+  module.serve = serve
+  target = out / SAVEDMODEL_DIR
+  out.mkdir(parents=True, exist_ok=True)
+  tf.saved_model.save(module, str(target), signatures={"serving_default": serve})
+  (out / METADATA_FILE).write_text(json.dumps(metadata(model, "savedmodel"), indent=2) + "\n")
+  return target
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "A training run's workdir.", required=True)
+  flags.DEFINE_enum("format", "jax", EXPORT_FORMATS, "jax: a jax.export artefact; savedmodel: a TF SavedModel.")
+  flags.DEFINE_string("out", None, "Where the artefact and model.json go (default: WORKDIR/export_<format>).")
+  flags.DEFINE_integer("seed", None, "Which of the run's seeds to export (default: its first).")
+  cli.define_flags(config=False, multihost=False)
+
+
+def _export(config) -> None:
+  del config  # The workdir's own.
+  args = flags.FLAGS
+  model = inference.TrainedModel(args.workdir, seed=args.seed)
+  out = pathlib.Path(args.out or os.path.join(args.workdir, f"export_{args.format}"))
+  path = export_jax(model, out) if args.format == "jax" else export_savedmodel(model, out)
+  print(f"exported seed {model.seed} ({model.epochs_trained} epochs) as {args.format}: {path}; model.json beside it"
+        + ("" if model.calibration else " (uncalibrated: no threshold)"))
+
+
+if __name__ == "__main__":
+  _define_flags()
+  cli.launch(__doc__, _export)

@@ -1,0 +1,304 @@
+"""A trained workdir as a model to use: its recorded config, one seed's student with the teacher, and the seed's
+calibration (`TrainedModel`); and predict.py's work, scoring image files into a folder (`predict_files`).
+
+Images are preprocessed as the test images are (decode with PIL, data.max_image_side, resize to data.resize_size,
+centre crop data.image_size) and scored by the run's own compiled functions, so an image gets the score that
+`evaluate.py` gives it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import glob
+import io
+import json
+import os
+import pathlib
+from typing import Iterator, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from mmr_jax import calibration
+from mmr_jax import config as config_lib
+from mmr_jax import errors
+from mmr_jax import figures
+from mmr_jax.data import images
+from mmr_jax.data import layouts
+from mmr_jax.data import preprocess
+from mmr_jax.training import sharding
+from mmr_jax.training import trainer
+
+CONFIG_FILE = "config.json"
+SCORES_FILE = "scores.csv"
+UNREADABLE_FILE = "unreadable.csv"
+SETTINGS_FILE = "predict.json"
+SCORE_COLUMNS = ("file", "score", "normalised_score", "decision")
+# Keys that config.json files written before they existed lack, with the value that reproduces those runs.
+_ADDED_KEYS = {"data.calibration_fraction": 0.0, "eval.threshold_fpr": 0.01}
+
+
+def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (its config.json), validated."""
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.is_file():
+    raise errors.RunError(f"{path} does not exist: --workdir must be the workdir of a training run (train.py "
+                          f"writes config.json there; for MVTec AD, WORKDIR/<class>)")
+  as_tuples = lambda value: tuple(value) if isinstance(value, list) else value
+  tree = json.loads(path.read_text(), object_hook=lambda d: {k: as_tuples(v) for k, v in d.items()})
+  config = ml_collections.ConfigDict(tree)
+  for key, value in _ADDED_KEYS.items():
+    section, leaf = key.split(".")
+    if leaf not in config[section]:
+      config[section][leaf] = value
+  return config_lib.validate(config)
+
+
+class TrainedModel:
+  """One seed of a trained run: `score` maps preprocessed uint8 images to anomaly maps and image scores."""
+
+  def __init__(self, workdir: str | os.PathLike, seed: int | None = None, fpr: float | None = None):
+    self.workdir = workdir = pathlib.Path(workdir)
+    self.config = load_config(workdir)
+    seeds = trainer.seeds_of(self.config)
+    self.seed = self.config.seed if seed is None else seed
+    if self.seed not in seeds:
+      raise errors.UserError(f"{workdir} trained seeds {', '.join(map(str, seeds))}; pass one of them as --seed")
+    if fpr is not None and not 0 < fpr < 1:
+      raise errors.UserError(f"--fpr must lie in (0, 1), e.g. 0.01 for 1 % false positives, got {fpr}")
+    self.run = trainer.Run(self.config)
+    state, epoch = trainer.restore_state(self.run, workdir)
+    k = seeds.index(self.seed)
+    self.params = jax.tree_util.tree_map(lambda leaf: leaf[k:k + 1], state.params)  # Keeps a seed axis of 1.
+    self.epochs_trained = 0 if epoch is None else epoch + 1
+    self.calibration = calibration.read(workdir, self.seed, fpr)
+    self._key = jax.random.key(self.seed)
+    self._batches = 0
+
+  @property
+  def image_size(self) -> int:
+    return self.config.data.image_size
+
+  @property
+  def batch_size(self) -> int:
+    return self.config.eval_batch_size
+
+  def preprocess(self, image: np.ndarray) -> np.ndarray:
+    """A decoded uint8 RGB image of any size → the uint8 (S, S, 3) crop that the test transform gives."""
+    data = self.config.data
+    image, _ = images.limit_size(image, None, data.max_image_side)
+    return preprocess.eval_transform(image, None, False, data.resize_size, data.image_size,
+                                     bool(data.strict_mask_binarization))[0]
+
+  def score(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, S, S, 3) preprocessed images → (anomaly maps (n, S, S), image scores (n,)), float32. Batches are
+    padded to eval_batch_size, so that every call runs the one compiled program."""
+    maps, scores = [], []
+    for start in range(0, len(batch), self.batch_size):
+      chunk = batch[start:start + self.batch_size]
+      padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.uint8)
+      padded[:len(chunk)] = chunk
+      on_mesh = jax.device_put(preprocess.normalize(padded), sharding.batch_sharding(self.run.mesh))
+      teacher_features = tuple(f[0] for f in self.run.teacher_fn(self.run.teacher_params, on_mesh[None]))
+      rng = jax.random.key_data(jax.random.fold_in(self._key, self._batches))  # Used only at test_mask_ratio > 0.
+      self._batches += 1
+      batch_maps, batch_scores = sharding.to_host(self.run.anomaly_fn(self.params, on_mesh, teacher_features, rng))
+      maps.append(batch_maps[0, :len(chunk)])
+      scores.append(batch_scores[0, :len(chunk)])
+    return np.concatenate(maps), np.concatenate(scores)
+
+  def colour_scale(self) -> tuple[float, float] | None:
+    """(vmin, vmax) for overlays, from the calibration: 0 to the score normalised to 1 (twice as far above the
+    held-out median as the threshold); None when uncalibrated (each overlay then uses its own maximum)."""
+    if self.calibration is None:
+      return None
+    c = self.calibration
+    return 0.0, max(c.centre + 2 * (c.threshold - c.centre), c.threshold * 1.01, 1e-6)
+
+
+def list_images(pattern: str) -> tuple[list[str], pathlib.Path]:
+  """The image files a --images argument names (a file, a folder searched recursively, or a glob), sorted, and
+  the folder their output names are relative to. Hidden files (".*", such as macOS's "._" files) are left out."""
+  if os.path.isfile(pattern):
+    return [pattern], pathlib.Path(pattern).parent
+  if os.path.isdir(pattern):
+    found = [str(p) for p in pathlib.Path(pattern).rglob("*")]
+    base = pathlib.Path(pattern)
+  else:
+    found = glob.glob(pattern, recursive=True)
+    parts = pathlib.Path(pattern).parts
+    literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
+    base = pathlib.Path(*parts[:literal]) if literal else pathlib.Path(".")
+  files = sorted(f for f in found if os.path.isfile(f) and f.lower().endswith(layouts.IMAGE_EXTENSIONS)
+                 and not os.path.basename(f).startswith("."))
+  if not files:
+    raise errors.UserError(f"no image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) at {pattern!r}: pass a file, a "
+                           f"folder or a quoted glob such as 'photos/**/*.png'")
+  return files, base
+
+
+@dataclasses.dataclass
+class _Loaded:
+  file: str
+  image: np.ndarray | None  # Preprocessed uint8 (S, S, 3); None when unreadable.
+  problem: str | None
+
+
+def _loaded_batches(model: TrainedModel, files: Sequence[str], workers: int) -> Iterator[list[_Loaded]]:
+  """Files decoded and preprocessed in threads (PIL releases the GIL), one batch ahead of the model."""
+
+  def load(file: str) -> _Loaded:
+    try:
+      return _Loaded(file, model.preprocess(images.decode_rgb(file)), None)
+    except Exception as error:  # PIL raises many types for bad files; each becomes one line naming the file.
+      return _Loaded(file, None, images.describe_failure(file, error))
+
+  chunks = [files[i:i + model.batch_size] for i in range(0, len(files), model.batch_size)]
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = [pool.submit(lambda c=c: [load(f) for f in c]) for c in chunks[:1]]
+    for index in range(len(chunks)):
+      if index + 1 < len(chunks):
+        pending.append(pool.submit(lambda c=chunks[index + 1]: list(pool.map(load, c))))
+      yield pending.pop(0).result()
+
+
+def _done_files(path: pathlib.Path) -> set[str]:
+  """The files a CSV written by an earlier, possibly killed, predict already lists; a torn last line is cut."""
+  if not path.exists():
+    return set()
+  text = path.read_text()
+  if text and not text.endswith("\n"):
+    text = text[:text.rfind("\n") + 1]
+    path.write_text(text)
+  return {row["file"] for row in csv.DictReader(io.StringIO(text))}
+
+
+def _append_rows(path: pathlib.Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
+  """Appends rows (the header first on a new file), on disk before it returns: a killed run loses no row."""
+  new = not path.exists() or path.stat().st_size == 0
+  with open(path, "a", newline="") as handle:
+    writer = csv.DictWriter(handle, columns, lineterminator="\n")
+    if new:
+      writer.writeheader()
+    writer.writerows(rows)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _check_settings(out: pathlib.Path, settings: dict) -> None:
+  """Records what the decisions in OUT depend on; an earlier predict into OUT must have had the same."""
+  path = out / SETTINGS_FILE
+  if path.exists():
+    before = json.loads(path.read_text())
+    differing = [k for k in settings if k != "images" and before.get(k) != settings[k]]
+    if differing:
+      raise errors.UserError(f"{out} holds predictions made with another {', '.join(differing)} ("
+                             + ", ".join(f"{k} {before.get(k)!r} then, {settings[k]!r} now" for k in differing)
+                             + "); pass another --out, or delete it to start again")
+  path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def output_name(file: str, base: pathlib.Path, suffix: str) -> str:
+  """The file name of a file's overlay or map: its path relative to `base` with "/" as "__" (as report.html's
+  heatmaps are named) and `suffix` for its extension, so that files of different folders never collide."""
+  relative = pathlib.PurePath(os.path.relpath(os.path.abspath(file), os.path.abspath(base)))
+  parts = [part for part in relative.parts if part not in ("..", ".")]
+  return "__".join(parts).rsplit(".", 1)[0] + suffix
+
+
+@dataclasses.dataclass
+class Summary:
+  scored: int  # In this call.
+  skipped: int  # Already in scores.csv.
+  unreadable: int
+  anomalous: int | None  # Over every row of scores.csv; None when uncalibrated.
+  total: int
+
+
+def predict_files(model: TrainedModel, files: Sequence[str], base: pathlib.Path, out: pathlib.Path, *,
+                  heatmaps: int | None = None, save_maps: bool = False, workers: int | None = None,
+                  show_progress: bool = True) -> Summary:
+  """Scores `files` into OUT: scores.csv (file, score, normalised score, decision), unreadable.csv,
+  heatmaps/<relative name>.png (every image when `heatmaps` is None, else the `heatmaps` highest-scoring ones, at
+  the end), maps/<relative name>.npy with `save_maps`. Resumable: files already in scores.csv or unreadable.csv
+  are skipped, and each batch's rows are written after its pictures."""
+  out.mkdir(parents=True, exist_ok=True)
+  c = model.calibration
+  _check_settings(out, {"seed": model.seed, "threshold": None if c is None else c.threshold,
+                        "fpr": None if c is None else c.fpr, "image_size": model.image_size, "images": len(files)})
+  done = _done_files(out / SCORES_FILE) | _done_files(out / UNREADABLE_FILE)
+  pending = [f for f in files if f not in done]
+  scale = model.colour_scale()
+  unreadable = 0
+  progress = tqdm.tqdm(total=len(pending), unit="img", dynamic_ncols=True, disable=not show_progress)
+  for loaded in _loaded_batches(model, pending, workers or min(8, os.cpu_count() or 1)):
+    good = [item for item in loaded if item.image is not None]
+    bad = [{"file": item.file, "reason": item.problem.removeprefix(f"{item.file}: ")}
+           for item in loaded if item.image is None]
+    rows = []
+    if good:
+      batch = np.stack([item.image for item in good])
+      maps, scores = model.score(batch)
+      for item, image, amap, score in zip(good, batch, maps, scores):
+        if heatmaps is None:
+          _write_overlay(model, out, item.file, base, image, amap, float(score), scale)
+        if save_maps:
+          target = out / "maps" / output_name(item.file, base, ".npy")
+          target.parent.mkdir(exist_ok=True)
+          np.save(target, amap.astype(np.float32))
+        rows.append(_score_row(model, item.file, float(score)))
+    _append_rows(out / SCORES_FILE, SCORE_COLUMNS, rows)
+    if bad:
+      _append_rows(out / UNREADABLE_FILE, ("file", "reason"), bad)
+      unreadable += len(bad)
+    progress.update(len(loaded))
+  progress.close()
+  with open(out / SCORES_FILE) as handle:
+    every = list(csv.DictReader(handle))
+  if heatmaps:
+    _write_top_overlays(model, out, base, every, heatmaps, scale)
+  anomalous = None if c is None else sum(row["decision"] == "anomalous" for row in every)
+  return Summary(scored=len(pending) - unreadable, skipped=len(files) - len(pending), unreadable=unreadable,
+                 anomalous=anomalous, total=len(every))
+
+
+def _score_row(model: TrainedModel, file: str, score: float) -> dict:
+  c = model.calibration
+  if c is None:
+    return {"file": file, "score": f"{score:.9g}", "normalised_score": "", "decision": ""}
+  return {"file": file, "score": f"{score:.9g}", "normalised_score": f"{float(c.normalise(score)):.6f}",
+          "decision": "anomalous" if c.is_anomalous(score) else "normal"}
+
+
+def _write_overlay(model: TrainedModel, out: pathlib.Path, file: str, base: pathlib.Path, image: np.ndarray,
+                   amap: np.ndarray, score: float, scale: tuple[float, float] | None, rank: int | None = None) -> None:
+  row = _score_row(model, file, score)
+  title = f"{output_name(file, base, pathlib.Path(file).suffix).replace('__', '/')}: score {score:.4g}"
+  if model.calibration is None:
+    title += " (uncalibrated; colours scaled to this map)"
+  else:
+    title += f", normalised {float(row['normalised_score']):.2f}: {row['decision']}"
+  if rank is not None:
+    title = f"#{rank} " + title
+  vmin, vmax = scale if scale else (0.0, max(float(amap.max()), 1e-6))
+  target = out / "heatmaps" / output_name(file, base, ".png")
+  target.parent.mkdir(exist_ok=True)
+  target.write_bytes(figures.prediction_overlay(image, amap, vmin, vmax, title))
+
+
+def _write_top_overlays(model: TrainedModel, out: pathlib.Path, base: pathlib.Path, rows: list[dict], count: int,
+                        scale: tuple[float, float] | None) -> None:
+  """Overlays of the `count` highest-scoring files of scores.csv, scored again (their maps were not kept)."""
+  top = sorted(rows, key=lambda row: -float(row["score"]))[:count]
+  files = [row["file"] for row in top]
+  loaded = [item for batch in _loaded_batches(model, files, 1) for item in batch if item.image is not None]
+  if not loaded:
+    return
+  batch = np.stack([item.image for item in loaded])
+  maps, scores = model.score(batch)
+  for rank, (item, image, amap, score) in enumerate(zip(loaded, batch, maps, scores), 1):
+    _write_overlay(model, out, item.file, base, image, amap, float(score), scale, rank)
