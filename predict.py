@@ -3,12 +3,15 @@
 --images is a file, a folder (searched recursively) or a quoted glob; any size and format PIL reads. Writes into
 --out (default WORKDIR/predictions): scores.csv (file, score, normalised score, decision at the run's calibrated
 threshold), heatmaps/ (an overlay per image, or the --heatmaps=N most anomalous), maps/*.npy with --save_maps, and
-unreadable.csv for files that do not decode (skipped). Rerunning an interrupted command completes it.
+unreadable.csv for files that do not decode (skipped). Rerunning an interrupted command completes it. The model
+and its preprocessing come from the workdir (its config.json): no --config.
 """
 
-from absl import app
+import pathlib
+
 from absl import flags
-from absl import logging
+
+from mmr_jax import cli
 
 flags.DEFINE_string("workdir", None, "A training run's workdir (its config.json, checkpoints, calibration).",
                     required=True)
@@ -20,42 +23,31 @@ flags.DEFINE_float("fpr", None, "False-positive rate on the held-out normals for
 flags.DEFINE_string("heatmaps", "all", "'all': an overlay per image; N: overlays of the N highest-scoring images; 0: "
                     "none.")
 flags.DEFINE_bool("save_maps", False, "Also write each anomaly map as a float32 .npy.")
-flags.DEFINE_bool("verbose", False, "Show the traceback of config, data, weights and workdir errors too.")
+cli.define_flags(config=False, multihost=False)
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  import pathlib
-  from mmr_jax import runtime
-  runtime.enable_compilation_cache()
-  from mmr_jax import errors
-
-  def run():
-    if FLAGS.heatmaps != "all" and not (FLAGS.heatmaps.isdigit()):
-      raise errors.UserError(f"--heatmaps must be 'all' or a number of images (0: none), got {FLAGS.heatmaps!r}")
-    from mmr_jax import inference
-    files, base = inference.list_images(FLAGS.images)  # Before anything is built: a mistyped path costs nothing.
-    model = inference.TrainedModel(FLAGS.workdir, seed=FLAGS.seed, fpr=FLAGS.fpr)
-    out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.workdir) / "predictions")
-    heatmaps = None if FLAGS.heatmaps == "all" else int(FLAGS.heatmaps)
-    summary = inference.predict_files(model, files, base, out, heatmaps=heatmaps, save_maps=FLAGS.save_maps)
-    print(f"{summary.scored} images scored, {summary.skipped} already in {out / inference.SCORES_FILE}, "
-          f"{summary.unreadable} unreadable" + (f" (listed in {out / inference.UNREADABLE_FILE})"
-                                                 if summary.unreadable else ""))
-    if model.calibration is None:
-      print("the threshold is uncalibrated: this run held out no normal images (data.calibration_fraction=0), so "
-            "scores.csv has raw scores only; train with --config.data.calibration_fraction=0.1 for decisions")
-    else:
-      print(f"seed {model.seed}, {model.calibration.describe()}: {summary.anomalous} of {summary.total} images "
-            f"anomalous")
-
-  errors.exit_on_user_error(run, FLAGS.verbose)
+def predict(config):
+  del config  # The workdir's own.
+  from mmr_jax import errors  # after cli's start-up
+  from mmr_jax import inference
+  if FLAGS.heatmaps != "all" and not FLAGS.heatmaps.isdigit():
+    raise errors.UserError(f"--heatmaps must be 'all' or a number of images (0: none), got {FLAGS.heatmaps!r}")
+  files, base = inference.list_images(FLAGS.images)  # Before anything is built: a mistyped path costs nothing.
+  model = inference.TrainedModel(FLAGS.workdir, seed=FLAGS.seed, fpr=FLAGS.fpr)
+  out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.workdir) / "predictions")
+  heatmaps = None if FLAGS.heatmaps == "all" else int(FLAGS.heatmaps)
+  summary = inference.predict_files(model, files, base, out, heatmaps=heatmaps, save_maps=FLAGS.save_maps)
+  unreadable = f" (listed in {out / inference.UNREADABLE_FILE})" if summary.unreadable else ""
+  print(f"{summary.scored} images scored, {summary.skipped} already in {out / inference.SCORES_FILE}, "
+        f"{summary.unreadable} unreadable{unreadable}")
+  if model.calibration is None:
+    print("the threshold is uncalibrated: this run held out no normal images (data.calibration_fraction=0), so "
+          "scores.csv has raw scores only; train with --config.data.calibration_fraction=0.1 for decisions")
+  else:
+    print(f"seed {model.seed}, {model.calibration.describe()}: {summary.anomalous} of {summary.total} images "
+          f"anomalous")
 
 
 if __name__ == "__main__":
-  from mmr_jax import runtime
-  runtime.exit_on_help(__doc__)
-  runtime.relaunch_with_malloc_tunables()
-  app.run(main)
+  cli.launch(__doc__, predict)

@@ -7,6 +7,8 @@ Facts follow `docs/spec.md`; section numbers below refer to it.
 
 import ml_collections
 
+from mmr_jax.training import optimizer
+
 # Student encoder sizes (MAE/ViT conventions; head width 64).
 VIT_SIZES = {
     "Ti": dict(width=192, depth=12, num_heads=3),
@@ -28,6 +30,11 @@ def vit_config(size: str = "B") -> ml_collections.ConfigDict:
       pretrain_grid=14,
       **VIT_SIZES[size],
   ))
+
+
+def published_resize(image_size: int) -> int:
+  """data.resize_size for an image size at the published resize-to-crop ratio 256 / 224 (160 → 183, 320 → 366)."""
+  return round(image_size * 256 / 224)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -97,16 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
       precision="highest",
   ))
 
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3,  # §6: set once per epoch.
-      warmup_epochs=50,
-      decay_epochs=(120, 160),
-      decay_factor=0.1,
-      weight_decay=0.05,
-      b1=0.9,
-      b2=0.95,
-      eps=1e-8,
-  ))
+  # lr, warmup_epochs, decay_epochs, decay_factor, weight_decay, b1, b2, eps: the published values (§6), defined
+  # where the parity check reads them too.
+  c.optim = optimizer.published_settings()
 
   c.init = ml_collections.ConfigDict(dict(
       # Pretrained weights: a name from mmr_jax.weights.catalog (fetched and cached), a file path, or "" for

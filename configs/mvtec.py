@@ -8,9 +8,7 @@ Each class is one subset of the results table; "mean" is their plain mean.
 """
 
 from configs import common
-
-MVTEC_CLASSES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
-                 "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
+from mmr_jax.data.layouts import MVTEC_CLASSES
 
 
 def get_config(arg: str = ""):

@@ -26,7 +26,7 @@ def get_config():
   c.data.root = "data/synthetic"
   c.data.synthetic = True
   c.data.image_size = 160
-  c.data.resize_size = 183  # The published 256/224 resize-to-crop ratio.
+  c.data.resize_size = common.published_resize(c.data.image_size)
   c.model.vit = common.vit_config("Ti")
   c.model.vit.depth = 4
   c.model.teacher = "efficientnet_lite0"

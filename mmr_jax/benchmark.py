@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
-import numpy as np
 
 from mmr_jax import config as config_lib
 from mmr_jax import runtime
@@ -131,7 +130,8 @@ def fpn_flops(width: int, out_channels: tuple[int, int, int], grid: int) -> int:
   convt = lambda size, cin, cout: 2 * size * size * cin * cout * 4
   simfp2 = (convt(g, width, width // 2) + convt(2 * g, width // 2, width // 4)
             + conv_flops(4 * g, 4 * g, 1, width // 4, c1) + conv_flops(4 * g, 4 * g, 3, c1, c1))
-  simfp3 = convt(g, width, width // 2) + conv_flops(2 * g, 2 * g, 1, width // 2, c2) + conv_flops(2 * g, 2 * g, 3, c2, c2)
+  simfp3 = (convt(g, width, width // 2) + conv_flops(2 * g, 2 * g, 1, width // 2, c2)
+            + conv_flops(2 * g, 2 * g, 3, c2, c2))
   simfp4 = conv_flops(g, g, 1, width, c3) + conv_flops(g, g, 3, c3, c3)
   return simfp2 + simfp3 + simfp4
 

@@ -42,12 +42,12 @@ def _main(argv: list[str], body: Callable) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}; flags take the form --name=value")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads and writes at INFO.
-  import jax  # pylint: disable=g-import-not-at-top  (after the relaunch: see the module docstring)
+  import jax  # after the relaunch: see the module docstring
   if "multihost" in FLAGS and FLAGS.multihost:
     jax.distributed.initialize()
   runtime.enable_compilation_cache()
-  from mmr_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from mmr_jax import errors  # pylint: disable=g-import-not-at-top
+  from mmr_jax import config as config_lib
+  from mmr_jax import errors
 
   def run() -> None:
     # Before TensorFlow is imported or anything is built: a bad value costs nothing.
@@ -55,7 +55,7 @@ def _main(argv: list[str], body: Callable) -> None:
       raise errors.UserError("--config is required: a config file such as --config=configs/synthetic.py")
     config = config_lib.validate(FLAGS.config) if "config" in FLAGS else None
     if config is not None and config.data.synthetic:
-      from mmr_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+      from mmr_jax.data import synthetic
       synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
     body(config)
 

@@ -7,11 +7,11 @@ Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when
 import ml_collections
 
 from mmr_jax import errors
+from mmr_jax.data import layouts
 from mmr_jax.models import layers
+from mmr_jax.models import mmr
 from mmr_jax.models import teachers
 
-DATASETS = ("aebad_s", "aebad_v", "mvtec", "folder")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -50,7 +50,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(config.eval_every_epochs >= 0, f"eval_every_epochs must be ≥ 0, got {config.eval_every_epochs}")
 
   data = config.data
-  _require(data.name in DATASETS, f"data.name must be one of {DATASETS}, got {data.name!r}")
+  _require(data.name in layouts.DATASET_NAMES,
+           f"data.name must be one of {layouts.DATASET_NAMES}, got {data.name!r}")
   _require(bool(data.root), "data.root is empty: pass --config.data.root=DIR, the folder that holds the dataset")
   _require(len(data.subsets) >= 1, "data.subsets must name at least one test subset")
   size, patch = data.image_size, config.model.vit.patch_size
@@ -60,7 +61,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(data.resize_size > 0, f"data.resize_size must be > 0, got {data.resize_size}")
   low, high = data.crop_scale
   _require(0 < low <= high <= 1, f"data.crop_scale must satisfy 0 < low ≤ high ≤ 1, got {tuple(data.crop_scale)}")
-  _require(0 < data.crop_ratio[0] <= data.crop_ratio[1], f"data.crop_ratio must be increasing and positive")
+  _require(0 < data.crop_ratio[0] <= data.crop_ratio[1], "data.crop_ratio must be increasing and positive")
   _require(0 <= data.hflip_prob <= 1, f"data.hflip_prob must lie in [0, 1], got {data.hflip_prob}")
   _require(data.min_epoch_images >= 0, f"data.min_epoch_images must be ≥ 0, got {data.min_epoch_images}")
   _require(data.max_image_side == 0 or data.max_image_side >= max(data.resize_size, size),
@@ -79,8 +80,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(model.teacher in teachers.TEACHERS,
            f"model.teacher must be one of {tuple(teachers.TEACHERS)}, got {model.teacher!r}")
   _require(0 <= model.mask_ratio < 1, f"model.mask_ratio must lie in [0, 1), got {model.mask_ratio}")
-  _require(model.compute_dtype in COMPUTE_DTYPES,
-           f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {model.compute_dtype!r}")
+  _require(model.compute_dtype in mmr.COMPUTE_DTYPES,
+           f"model.compute_dtype must be one of {tuple(mmr.COMPUTE_DTYPES)}, got {model.compute_dtype!r}")
   _require(model.conv3x3 in layers.CONV3X3_FORMS,
            f"model.conv3x3 must be one of {layers.CONV3X3_FORMS}, got {model.conv3x3!r}")
   _require(model.precision in layers.PRECISIONS,

@@ -93,7 +93,8 @@ def metadata(model: inference.TrainedModel, export_format: str, platforms: tuple
   }
 
 
-def export_jax(model: inference.TrainedModel, out: pathlib.Path, platforms: tuple[str, ...] = PLATFORMS) -> pathlib.Path:
+def export_jax(model: inference.TrainedModel, out: pathlib.Path,
+               platforms: tuple[str, ...] = PLATFORMS) -> pathlib.Path:
   """Writes OUT/model.jax and OUT/model.json; returns the artefact's path."""
   fn, weights = serving_function(model)
   size = model.image_size
@@ -108,9 +109,8 @@ def export_jax(model: inference.TrainedModel, out: pathlib.Path, platforms: tupl
 
 def export_savedmodel(model: inference.TrainedModel, out: pathlib.Path) -> pathlib.Path:
   """Writes OUT/savedmodel (serving_default: uint8 images → anomaly_map, score) and OUT/model.json."""
-  with runtime.native_stderr_silenced():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only this format needs TF)
-  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  tf = runtime.import_tensorflow()  # Only this format needs TF.
+  from jax.experimental import jax2tf
   fn, weights = serving_function(model)
   size = model.image_size
   converted = jax2tf.convert(fn, polymorphic_shapes=[None, f"(b, {size}, {size}, 3)"], with_gradient=False)

@@ -31,7 +31,7 @@ from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
 from mmr_jax.training import sharding
-from mmr_jax.training import trainer
+from mmr_jax import experiment
 
 CONFIG_FILE = "config.json"
 SCORES_FILE = "scores.csv"
@@ -64,14 +64,14 @@ class TrainedModel:
   def __init__(self, workdir: str | os.PathLike, seed: int | None = None, fpr: float | None = None):
     self.workdir = workdir = pathlib.Path(workdir)
     self.config = load_config(workdir)
-    seeds = trainer.seeds_of(self.config)
+    seeds = experiment.seeds_of(self.config)
     self.seed = self.config.seed if seed is None else seed
     if self.seed not in seeds:
       raise errors.UserError(f"{workdir} trained seeds {', '.join(map(str, seeds))}; pass one of them as --seed")
     if fpr is not None and not 0 < fpr < 1:
       raise errors.UserError(f"--fpr must lie in (0, 1), e.g. 0.01 for 1 % false positives, got {fpr}")
-    self.run = trainer.Run(self.config)
-    state, epoch = trainer.restore_state(self.run, workdir)
+    self.run = experiment.Run(self.config)
+    state, epoch = experiment.restore_state(self.run, workdir)
     k = seeds.index(self.seed)
     self.params = jax.tree_util.tree_map(lambda leaf: leaf[k:k + 1], state.params)  # Keeps a seed axis of 1.
     self.epochs_trained = 0 if epoch is None else epoch + 1

@@ -32,15 +32,21 @@ METRIC_NAMES = ("image_auroc", "pixel_auroc", "pro", "aupro")
 # Input checks: a wrong shape or a non-binary mask is reported here, not deep inside NumPy.
 
 
-def _as_maps(maps: Any, name: str = "maps") -> np.ndarray:
-  maps = np.asarray(maps)
-  if maps.ndim != 3:
-    raise ValueError(f"{name} must have shape (N, H, W), got {maps.shape}.")
-  if not np.issubdtype(maps.dtype, np.floating):
-    maps = maps.astype(np.float64)
-  if not np.isfinite(maps).all():
+def _as_finite(values: Any, name: str, shape: str) -> np.ndarray:
+  """`values` as a float array of the dimensions `shape` names ("(N, H, W)", "(N,)"), all finite; else a
+  ValueError naming it."""
+  values = np.asarray(values)
+  if values.ndim != len([axis for axis in shape.strip("()").split(",") if axis.strip()]):
+    raise ValueError(f"{name} must have shape {shape}, got {values.shape}.")
+  if not np.issubdtype(values.dtype, np.floating):
+    values = values.astype(np.float64)
+  if not np.isfinite(values).all():
     raise ValueError(f"{name} contain NaN or inf; check the model output before computing metrics.")
-  return maps
+  return values
+
+
+def _as_maps(maps: Any, name: str = "maps") -> np.ndarray:
+  return _as_finite(maps, name, "(N, H, W)")
 
 
 def _as_binary(values: Any, name: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarray:
@@ -64,14 +70,7 @@ def _as_labels(labels: Any, n: int) -> np.ndarray:
 
 
 def _as_scores(scores: Any) -> np.ndarray:
-  scores = np.asarray(scores)
-  if scores.ndim != 1:
-    raise ValueError(f"scores must have shape (N,), got {scores.shape}.")
-  if not np.issubdtype(scores.dtype, np.floating):
-    scores = scores.astype(np.float64)
-  if not np.isfinite(scores).all():
-    raise ValueError("scores contain NaN or inf; check the model output before computing metrics.")
-  return scores
+  return _as_finite(scores, "scores", "(N,)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

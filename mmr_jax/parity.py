@@ -1,22 +1,22 @@
 """Proof of equality with a PyTorch MMR (docs/parity-format.md).
 
-    python -m mmr_jax.parity --weights W.npz --reference R.npz [--json OUT.json] [--num-heads N]
+    python -m mmr_jax.parity --weights W.npz --reference R.npz [--json OUT.json] [--num_heads=N]
         [--precision default|high|highest]
 
 Loads a PyTorch model's weights (W.npz, PyTorch names and layouts) and its outputs on one batch (R.npz), runs
 this project's code on the same inputs with the same weights, prints one row per quantity (max |error|,
 relative error ‖a − b‖/‖b‖, tolerance, pass/fail) and exits non-zero if any fails. The architecture is read
 from the weights: ViT width/depth/patch/position grid, ResNet block type, depths and widths. The head count is
-not visible in the weights: it defaults to width / 64 (every MAE/ViT size) unless --num-heads says otherwise.
+not visible in the weights: it defaults to width / 64 (every MAE/ViT size) unless --num_heads says otherwise.
 """
 
-import argparse
 import dataclasses
 import functools
 import json
 import sys
 from typing import Any, Callable, Mapping
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,14 +24,17 @@ import optax
 
 from mmr_jax import metrics
 from mmr_jax import objectives
+from mmr_jax import runtime
 from mmr_jax.models import layers
 from mmr_jax.models import mmr
 from mmr_jax.models import posembed
 from mmr_jax.models import resnet
 from mmr_jax.models import vit
 from mmr_jax.training import optimizer
+from mmr_jax.weights import loading
 from mmr_jax.weights import names
 from mmr_jax.weights import readers
+from mmr_jax.weights import structure
 from mmr_jax.weights.errors import WeightsError
 
 
@@ -109,14 +112,14 @@ def build_models(weights_path: str, image_size: tuple[int, int], num_heads: int 
   """The student and teacher that the weights file describes, with those weights loaded."""
   student_state = readers.read_state_dict(weights_path, prefix="student/")
   teacher_state = readers.read_state_dict(weights_path, prefix="teacher/")
-  vit = names.infer_vit(student_state)
-  teacher_arch = names.infer_teacher(teacher_state)
+  vit = structure.infer_vit(student_state)
+  teacher_arch = structure.infer_teacher(teacher_state)
   spec = resnet.ResNetSpec(block=teacher_arch["block"], stage_sizes=tuple(teacher_arch["stage_sizes"]),
                             stem_width=teacher_arch["stem_width"], planes=tuple(teacher_arch["planes"]),
                             mid_multiplier=teacher_arch["mid_multiplier"])
   heads = num_heads or max(vit["width"] // 64, 1)
   if vit["width"] % heads:
-    raise ParityInputError(f"--num-heads {heads} does not divide the ViT width {vit['width']}")
+    raise ParityInputError(f"--num_heads={heads} does not divide the ViT width {vit['width']}")
   if vit["fpn_widths"] is not None and tuple(vit["fpn_widths"]) != spec.out_channels:
     raise ParityInputError(f"the student's FPN widths {vit['fpn_widths']} do not match the teacher's layer "
                            f"widths {spec.out_channels}")
@@ -127,8 +130,8 @@ def build_models(weights_path: str, image_size: tuple[int, int], num_heads: int 
   dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
   student_shapes = jax.eval_shape(lambda k: student.init(k, dummy)["params"], jax.random.key(0))
   teacher_shapes = jax.eval_shape(lambda k: teacher.init(k, dummy)["params"], jax.random.key(0))
-  loaded = names.load_student(student_state, student_shapes, source="mmr")
-  teacher_params = names.load_teacher(teacher_state, teacher_shapes).params
+  loaded = loading.load_student(student_state, student_shapes, source="mmr")
+  teacher_params = loading.load_teacher(teacher_state, teacher_shapes).params
   return Models(student, teacher, loaded.params, teacher_params, loaded.tables)
 
 
@@ -169,7 +172,7 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   grid = (image_size[0] // student.patch_size, image_size[1] // student.patch_size)
   table = posembed.encoder_table(student.width, student.pretrain_grid, *grid)
   out["encoder_pos_embed_resized"] = table[None]
-  names.check_fixed_tables({k: v for k, v in models.tables.items() if k == "pos_embed"},
+  loading.check_fixed_tables({k: v for k, v in models.tables.items() if k == "pos_embed"},
                            {"pos_embed": posembed.sincos_2d(student.width, student.pretrain_grid,
                                                             student.pretrain_grid)})
 
@@ -194,7 +197,7 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   out["train_loss"], out["train_loss_per_scale"] = np.asarray(loss), np.asarray(per_scale)
   for i, f in enumerate(train_features, start=1):
     out[f"train_student_layer{i}"] = nhwc_to_nchw(f)
-  for name, value in names.student_to_torch(jax.device_get(grads)).items():
+  for name, value in loading.student_to_torch(jax.device_get(grads)).items():
     out[f"grad/{name}"] = value
 
   if "step_lr" in reference:
@@ -203,9 +206,9 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
     # one) into differences of up to lr. Our gradients are checked on their own above.
     step_grads = with_reference_grads(jax.device_get(grads), reference)
     post = adamw_step(models.student_params, step_grads, float(reference["step_lr"]))
-    for name, value in names.student_to_torch(jax.device_get(models.student_params)).items():
+    for name, value in loading.student_to_torch(jax.device_get(models.student_params)).items():
       out[f"pre_step/{name}"] = value
-    for name, value in names.student_to_torch(jax.device_get(post)).items():
+    for name, value in loading.student_to_torch(jax.device_get(post)).items():
       out[f"post_step/{name}"] = value
   return out
 
@@ -235,17 +238,16 @@ def mask_ratio(reference: Mapping[str, np.ndarray], length: int) -> float:
 def with_reference_grads(grads: Any, reference: Mapping[str, np.ndarray]) -> Any:
   """`grads` with every leaf that the reference holds a `grad/<name>` for replaced by that gradient."""
   depth = len([k for k in grads["encoder"] if k.startswith("blocks_")])
-  flat = names.flatten(grads)
+  flat = structure.flatten(grads)
   for name, entry in names.student_name_map(depth).items():
     if f"grad/{name}" in reference:
       flat[entry.flax_path] = names.to_flax(entry.layout, np.asarray(reference[f"grad/{name}"], np.float32))
-  return names.unflatten(flat)
+  return structure.unflatten(flat)
 
 
 def adamw_step(params: Any, grads: Any, lr: float) -> Any:
   """One step of the training optimizer (published groups and hyperparameters) from a fresh state."""
-  from configs import common  # The published optimizer settings live in the config, in one place.
-  tx = optimizer.make_optimizer(common.get_config().optim)
+  tx = optimizer.make_optimizer(optimizer.published_settings())
   state = tx.init(params)
   state = state._replace(hyperparams={**state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
   updates, _ = jax.jit(tx.update)(grads, state, params)
@@ -315,16 +317,34 @@ def print_table(results: Mapping[str, dict], skipped: list[str], out: Callable[[
   out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
 
 
+def _flag_values() -> flags.FlagValues:
+  """The command's flags, in a FlagValues of its own: `main` can then be called from Python more than once, and
+  beside other commands."""
+  values = flags.FlagValues()
+  flags.DEFINE_string("weights", None, "W.npz: student/<name> and teacher/<name> arrays.", flag_values=values)
+  flags.DEFINE_string("reference", None, "R.npz: inputs and PyTorch outputs.", flag_values=values)
+  flags.DEFINE_string("json", None, "Also write the comparison as JSON here.", flag_values=values)
+  flags.DEFINE_integer("num_heads", None, "Attention heads (default: width / 64).", flag_values=values)
+  flags.DEFINE_enum("precision", "highest", layers.PRECISIONS,
+                    "model.precision of every dot and convolution (default: highest, the float32 proof; default is "
+                    "TF32 on GPUs and one bfloat16 pass on TPUs).", flag_values=values)
+  return values
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m mmr_jax.parity", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--weights", required=True, help="W.npz: student/<name> and teacher/<name> arrays")
-  parser.add_argument("--reference", required=True, help="R.npz: inputs and PyTorch outputs")
-  parser.add_argument("--json", help="also write the comparison as JSON here")
-  parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: width / 64)")
-  parser.add_argument("--precision", choices=layers.PRECISIONS, default="highest",
-                      help="model.precision of every dot and convolution (default: highest, the float32 proof; "
-                           "default is TF32 on GPUs and one bfloat16 pass on TPUs)")
-  args = parser.parse_args(argv)
+  argv = sys.argv[1:] if argv is None else argv
+  args = _flag_values()
+  if any(arg in ("-h", "--help") for arg in argv):
+    print(__doc__.strip() + "\n\nFlags:\n" + runtime.flags_help(args))
+    return 0
+  try:
+    rest = args(["python -m mmr_jax.parity", *argv])[1:]
+    if rest or not args.weights or not args.reference:
+      raise flags.Error("pass --weights=W.npz --reference=R.npz (optionally --json, --num_heads, --precision)"
+                        + (f"; unexpected arguments: {' '.join(rest)}" if rest else ""))
+  except flags.Error as error:
+    print(f"parity: {error}", file=sys.stderr)
+    return 2
   try:
     results, skipped = run(args.weights, args.reference, args.num_heads, args.precision)
   except (ParityInputError, WeightsError) as error:

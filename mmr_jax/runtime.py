@@ -26,7 +26,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None,
                              min_compile_seconds: float = 1.0) -> pathlib.Path:
   """Keeps compiled programs on disk (default: $MMR_JAX_COMPILE_CACHE or ~/.cache/mmr_jax/xla), so that a
   resumed or repeated run with the same shapes starts in seconds instead of recompiling."""
-  import jax  # pylint: disable=g-import-not-at-top  # Here, so that the relaunch and --help never import JAX.
+  import jax  # # Here, so that the relaunch and --help never import JAX.
   if directory is None:
     directory = os.environ.get("MMR_JAX_COMPILE_CACHE", "~/.cache/mmr_jax/xla")
   directory = pathlib.Path(directory).expanduser()
@@ -85,12 +85,29 @@ def exit_on_help(doc: str, argv: list[str] = sys.argv, shared_flags_module: str 
   when asked for help (absl's --help exits 1, and would come after the relaunch and the imports)."""
   if not any(arg in HELP_FLAGS for arg in argv[1:]):
     return
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
   text = flags.FLAGS.main_module_help()
   if shared_flags_module:
     text += "\n" + flags.FLAGS.module_help(shared_flags_module)
   print(doc.strip() + "\n\nFlags:\n" + text)
   sys.exit(0)
+
+
+def flags_help(values) -> str:
+  """One line per flag of an absl FlagValues of a command's own (name, help, default), for its --help."""
+  return "\n".join(f"  --{name}: {values[name].help} (default: {values[name].default!r})" for name in values)
+
+
+def import_tensorflow():
+  """TensorFlow, imported with its C++ start-up lines silenced (below) and kept off every GPU: tf.data and TFDS
+  run on the host, and a GPU that TF grabbed would be memory JAX cannot use."""
+  with native_stderr_silenced():
+    import tensorflow as tf  # only the modules that need TF call this
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TF was initialised before; its device list can no longer change.
+    pass
+  return tf
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `configs` is a folder of the repository, not an installed package.
   sys.path.insert(0, str(REPO))
 
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common  # noqa: E402
 
 SIZE = 40
 

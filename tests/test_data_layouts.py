@@ -4,7 +4,7 @@ import pytest
 
 import data_fixtures as fx
 from mmr_jax.data import layouts
-from mmr_jax.data import sources
+from mmr_jax.data import decoding
 from mmr_jax.data.layouts import DatasetError
 
 
@@ -89,7 +89,7 @@ def test_empty_split_is_an_error(tmp_path):
   fx.write_junk(tmp_path / "AeBAD_S" / "train" / "good")
   files = layouts.list_train(fx.config_for("aebad_s", tmp_path))
   with pytest.raises(DatasetError, match=r"AeBAD_S/train/good: no images for the train split"):
-    sources.validate(files, skip_bad_files=False, keep_pixels=False)
+    decoding.validate(files, skip_bad_files=False, keep_pixels=False)
 
 
 def test_truncated_image_is_named_and_can_be_skipped(tmp_path):
@@ -97,11 +97,11 @@ def test_truncated_image_is_named_and_can_be_skipped(tmp_path):
   bad = fx.truncate(tmp_path / "AeBAD_S/train/good/sub2/002.png")
   files = layouts.list_train(config)
   with pytest.raises(DatasetError) as error:
-    sources.validate(files, skip_bad_files=False, keep_pixels=True)
+    decoding.validate(files, skip_bad_files=False, keep_pixels=True)
   message = str(error.value)
   assert f"{bad}: does not decode" in message and "skip_bad_files=True" in message
   assert "1 of 6 files" in message
-  kept = sources.validate(files, skip_bad_files=True, keep_pixels=True)
+  kept = decoding.validate(files, skip_bad_files=True, keep_pixels=True)
   assert len(kept) == 5 and "sub2/002.png" not in " ".join(e.name for e in kept.examples)
   assert kept.dropped and str(bad) in kept.dropped[0]
   assert kept.shapes.tolist() == [[fx.SIZE, fx.SIZE]] * 5
@@ -113,9 +113,9 @@ def test_missing_and_mismatched_masks_are_named(tmp_path):
   missing.unlink()
   fx.write_mask(tmp_path / "AeBAD_S/ground_truth/groove/same/000.png", size=(30, 40))
   with pytest.raises(DatasetError) as error:
-    sources.validate(layouts.list_test(config, "same"), skip_bad_files=False, keep_pixels=False)
+    decoding.validate(layouts.list_test(config, "same"), skip_bad_files=False, keep_pixels=False)
   message = str(error.value)
   assert f"{missing}: missing mask for the anomalous test image" in message
   assert "groove/same/000.png: mask is 40x30 but its image" in message
   # The other domain is intact.
-  assert len(sources.validate(layouts.list_test(config, "view"), False, False)) == 4
+  assert len(decoding.validate(layouts.list_test(config, "view"), False, False)) == 4

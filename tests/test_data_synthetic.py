@@ -8,7 +8,7 @@ from scipy import ndimage
 import data_fixtures as fx
 from mmr_jax.data import check
 from mmr_jax.data import layouts
-from mmr_jax.data import sources
+from mmr_jax.data import decoding
 from mmr_jax.data import synthetic
 
 
@@ -33,7 +33,7 @@ def test_tiny_dataset_is_in_the_published_layouts(tmp_path):
   train = layouts.list_train(config)
   assert len(train.examples) == 2 * size.train_per_background and not train.skipped
   for domain in synthetic.DOMAINS:
-    split = sources.validate(layouts.list_test(config, domain), skip_bad_files=False, keep_pixels=True)
+    split = decoding.validate(layouts.list_test(config, domain), skip_bad_files=False, keep_pixels=True)
     types = layouts.count_by(split.examples, lambda e: e.defect_type)
     assert types == {"good": size.test_good, **{t: size.test_per_defect for t in synthetic.DEFECT_TYPES}}
     for example, (image, mask, _) in zip(split.examples, split.pixels):

@@ -16,7 +16,9 @@ from mmr_jax.models import layers
 from mmr_jax.models import teachers
 from mmr_jax.weights import catalog
 from mmr_jax.weights import fetch
+from mmr_jax.weights import loading
 from mmr_jax.weights import names
+from mmr_jax.weights import structure
 from mmr_jax.weights.errors import WeightsError
 
 
@@ -51,12 +53,12 @@ def test_name_map_covers_the_tree(name):
   spec = teachers.spec(name)
   for classifier in (False, True):
     _, shapes = _shapes(spec, classifier)
-    expands, with_head = names.efficientnet_structure(shapes)
+    expands, with_head = structure.efficientnet_structure(shapes)
     assert with_head == classifier
-    flat = names.flatten(shapes)
+    flat = structure.flatten(shapes)
     assert {entry.flax_path for entry in names.efficientnet_name_map(expands, with_head).values()} == set(flat)
   # The feature teacher stops at the stride-16 block.
-  assert len(expands) == len(spec.blocks()) and len(names.efficientnet_structure(_shapes(spec, False)[1])[0]) == \
+  assert len(expands) == len(spec.blocks()) and len(structure.efficientnet_structure(_shapes(spec, False)[1])[0]) == \
       spec.feature_block_indices()[-1] + 1
 
 
@@ -85,7 +87,7 @@ def _photo(name: str, size: int) -> np.ndarray:
 
 def test_pretrained_lite0_classifies_photographs(lite0_state):
   module, shapes = _shapes(teachers.spec("efficientnet_lite0"), classifier=True, size=224)
-  result = names.load_teacher(lite0_state, shapes)
+  result = loading.load_teacher(lite0_state, shapes)
   assert not result.kept
   logits = jax.jit(lambda p, x: module.apply({"params": p}, x))(result.params,
                                                                   np.stack([_photo("chelsea", 224),
@@ -98,7 +100,7 @@ def test_pretrained_lite0_classifies_photographs(lite0_state):
 def test_feature_teacher_loads_the_package_file_and_ignores_the_rest(lite0_state):
   spec = teachers.spec("efficientnet_lite0")
   _, shapes = _shapes(spec, classifier=False)
-  result = names.load_teacher(lite0_state, shapes)
+  result = loading.load_teacher(lite0_state, shapes)
   # Blocks 11..15, the head and the classifier are not needed for the stride-16 features.
   assert {name.split(".")[0] + "." + name.split(".")[1] for name in result.ignored if name.startswith("_blocks")} \
       == {f"_blocks.{i}" for i in range(11, 16)}
@@ -119,8 +121,8 @@ def test_a_missing_package_names_what_to_install(monkeypatch, tmp_path):
                     reason="needs torch and efficientnet-lite-pytorch (pip install efficientnet-lite-pytorch==0.1.0)")
 @pytest.mark.parametrize("size", (224, 128))
 def test_features_equal_the_pytorch_model(lite0_state, size):
-  import torch  # pylint: disable=g-import-not-at-top
-  from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
+  import torch
+  from efficientnet_lite_pytorch import EfficientNet
   torch_model = EfficientNet.from_name("efficientnet-lite0", image_size=size).eval()
   torch_model.load_state_dict({name: torch.from_numpy(value) for name, value in lite0_state.items()})
   spec = teachers.spec("efficientnet_lite0")
@@ -136,7 +138,7 @@ def test_features_equal_the_pytorch_model(lite0_state, size):
   with torch.no_grad():
     torch_model.extract_features(torch.from_numpy(scaled.transpose(0, 3, 1, 2).copy()))
   module, shapes = _shapes(spec, classifier=False, size=size)
-  params = names.load_teacher(lite0_state, shapes).params
+  params = loading.load_teacher(lite0_state, shapes).params
   with jax.default_matmul_precision("highest"):
     features = module.apply({"params": params}, images)
   for index, got in zip(spec.feature_block_indices(), features):

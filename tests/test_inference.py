@@ -21,7 +21,7 @@ from mmr_jax import inference
 from mmr_jax import metrics
 from mmr_jax.data import images
 from mmr_jax.data import sources
-from mmr_jax.training import trainer
+from mmr_jax import experiment
 from tests import test_training
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -36,7 +36,7 @@ def config(data_root):
 @pytest.fixture(scope="module")
 def workdir(config, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("calibrated_run")
-  trainer.train(config, workdir)
+  experiment.train(config, workdir)
   return workdir
 
 
@@ -196,7 +196,7 @@ def test_the_jax_export_runs_without_the_project_and_equals_the_native_function(
 
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_the_savedmodel_and_its_tflite_conversion_equal_the_native_function(model, batch, tmp_path):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   path = export.export_savedmodel(model, tmp_path)
   maps, scores = model.score(batch)
   served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(batch))

@@ -19,7 +19,7 @@ NUM_HEADS = 2  # The micro student's; not visible in the weights (parity default
 def run_parity(tmp_path, weights, reference, *extra):
   out = tmp_path / "parity.json"
   code = parity.main(["--weights", str(weights), "--reference", str(reference), "--json", str(out),
-                      "--num-heads", str(NUM_HEADS), *extra])
+                      "--num_heads", str(NUM_HEADS), *extra])
   return code, (json.loads(out.read_text()) if out.exists() else None)
 
 

@@ -1,7 +1,6 @@
 """report.html: which images it overlays, its figures, and that a browser loads every image on it."""
 
 import html
-import pathlib
 import re
 import shutil
 import subprocess

@@ -26,7 +26,7 @@ from mmr_jax import evaluation
 from mmr_jax.training import checkpoint
 from mmr_jax.training import lock
 from mmr_jax.training import summaries
-from mmr_jax.training import trainer
+from mmr_jax import experiment
 
 REPO = pathlib.Path(__file__).parents[1]
 
@@ -55,7 +55,7 @@ def tiny_config(data_root, **overrides):
 
 
 def final_params(workdir, config):
-  run = trainer.Run(config)
+  run = experiment.Run(config)
   checkpoints = checkpoint.Checkpoints(workdir)
   state, _ = checkpoints.restore(checkpoints.latest_epoch(), run.abstract_state())
   checkpoints.close()
@@ -65,7 +65,7 @@ def final_params(workdir, config):
 @pytest.fixture(scope="module")
 def uninterrupted(data_root, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  results = trainer.train(tiny_config(data_root), workdir)
+  results = experiment.train(tiny_config(data_root), workdir)
   return workdir, results
 
 
@@ -78,7 +78,8 @@ def test_training_run_writes_reports(uninterrupted):
     # The paper's metrics, their published rounding, and how the calibrated threshold fares (it held out 1 image).
     assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro", "image_auroc_rounded", "pro_rounded",
                         "fpr_at_threshold", "tpr_at_threshold", "f1_at_threshold", "f1_best", "f1_best_threshold"}
-    assert all(0.0 <= v <= 1.0 for k, v in row.items() if v is not None and not np.isnan(v) and k != "f1_best_threshold")
+    fractions = [v for k, v in row.items() if v is not None and not np.isnan(v) and k != "f1_best_threshold"]
+    assert all(0.0 <= v <= 1.0 for v in fractions)
   assert (workdir / "calibration.json").exists()
   np.testing.assert_allclose(on_disk["mean"]["image_auroc"],
                              (on_disk["same"]["image_auroc"] + on_disk["view"]["image_auroc"]) / 2)
@@ -113,7 +114,7 @@ def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path, c
   assert not (workdir / "results.json").exists()  # It really was stopped before the end.
 
   config = tiny_config(data_root)
-  resumed = trainer.train(config, workdir)
+  resumed = experiment.train(config, workdir)
   assert resumed == reference
   assert (workdir / "results.json").read_text() == (reference_dir / "results.json").read_text()
   ours, theirs = final_params(workdir, config), final_params(reference_dir, config)
@@ -122,8 +123,8 @@ def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path, c
 
 def test_seeds_in_one_program_equal_separate_runs(data_root):
   """num_seeds=2 trains seeds 54 and 55 side by side; each equals a one-seed run with that seed."""
-  together = trainer.Run(tiny_config(data_root, num_seeds=2))
-  alone = [trainer.Run(tiny_config(data_root, seed=seed)) for seed in (54, 55)]
+  together = experiment.Run(tiny_config(data_root, num_seeds=2))
+  alone = [experiment.Run(tiny_config(data_root, seed=seed)) for seed in (54, 55)]
   state, alone_states = together.initial_state(), [run.initial_state() for run in alone]
   losses, alone_losses = [], [[], []]
   lr = 1e-3  # Not the warm-up's 0, so that the parameters move.
@@ -163,7 +164,7 @@ def test_model_precision_reaches_every_dot_and_convolution(data_root):
   functions; only the map resampling (explicitly HIGHEST, objectives.py) keeps its own."""
   counts = {}
   for precision in ("default", "high", "highest"):
-    run = trainer.Run(tiny_config(data_root, **{"model.precision": precision}))
+    run = experiment.Run(tiny_config(data_root, **{"model.precision": precision}))
     state = run.initial_state()
     images = jax.ShapeDtypeStruct((1, 6, 64, 64, 3), np.float32)
     test_images = jax.ShapeDtypeStruct((8, 64, 64, 3), np.float32)
@@ -188,8 +189,8 @@ def test_model_precision_reaches_every_dot_and_convolution(data_root):
 def test_test_mask_ratio_masks_the_student_reproducibly(data_root):
   """eval.test_mask_ratio > 0 (the published option; 0 in its configs) hides tokens at test time: the maps change,
   and evaluating again gives the same maps (the noise comes from the seed, subset and batch)."""
-  plain = trainer.Run(tiny_config(data_root))
-  masked = trainer.Run(tiny_config(data_root, **{"eval.test_mask_ratio": 0.4}))
+  plain = experiment.Run(tiny_config(data_root))
+  masked = experiment.Run(tiny_config(data_root, **{"eval.test_mask_ratio": 0.4}))
   params = plain.initial_state().params
   first, again = predict(masked, params).maps, predict(masked, params).maps
   np.testing.assert_array_equal(first, again)
@@ -199,18 +200,21 @@ def test_test_mask_ratio_masks_the_student_reproducibly(data_root):
 def predict(run, params):
   return evaluation.predict_subset(run.config, "same", params, run.teacher_params, run.teacher_fn, run.anomaly_fn,
                                    run.mesh)
+
+
 SHARDED_SCRIPT = textwrap.dedent("""
     import sys
     import jax, numpy as np
     from mmr_jax import runtime
-    from mmr_jax.training import sharding, trainer
+    from mmr_jax import experiment
+    from mmr_jax.training import sharding
     runtime.enable_compilation_cache(min_compile_seconds=0.2)
     from tests.test_training import tiny_config
     assert jax.device_count() == 8, jax.devices()
     config = tiny_config(sys.argv[1], batch_size=16, eval_batch_size=8)  # 8 real rows: 4 devices hold only padding.
     results = []
     for devices in (1, 8):
-      run = trainer.Run(config, mesh=sharding.make_mesh(devices))
+      run = experiment.Run(config, mesh=sharding.make_mesh(devices))
       state, losses = run.initial_state(), []
       for images, weights in run.global_batch(1):
         assert len(images.sharding.device_set) == devices
@@ -248,7 +252,7 @@ MULTIHOST_SCRIPT = textwrap.dedent("""
 
 def train_epoch_and_predict(config):
   """One epoch of training steps at lr 1e-3 from the initial state, then the maps of the 'same' test subset."""
-  run = trainer.Run(config)
+  run = experiment.Run(config)
   state, losses = run.initial_state(), []
   for images, weights in run.global_batch(1):
     state, metrics = run.train_step(state, images, weights, run.teacher_fn(run.teacher_params, images), 1e-3)
@@ -295,7 +299,7 @@ def test_resume_refuses_a_config_that_trains_differently(uninterrupted, data_roo
   workdir = _copy_of(reference_dir, tmp_path)
   recorded = (workdir / "config.json").read_text()
   with pytest.raises(errors.RunError) as caught:
-    trainer.train(tiny_config(data_root, batch_size=4, **{"data.image_size": 48}), workdir)
+    experiment.train(tiny_config(data_root, batch_size=4, **{"data.image_size": 48}), workdir)
   message = str(caught.value)
   assert "batch_size: 6 in the checkpoint, 4 now" in message and "data.image_size: 64" in message
   assert "another --workdir" in message
@@ -308,7 +312,7 @@ def test_a_finished_run_rerun_does_nothing(uninterrupted, data_root, tmp_path):
   reference_dir, reference = uninterrupted
   workdir = _copy_of(reference_dir, tmp_path)
   log = (workdir / "metrics.jsonl").read_text()
-  assert trainer.train(tiny_config(data_root, log_every_steps=5), workdir) == reference
+  assert experiment.train(tiny_config(data_root, log_every_steps=5), workdir) == reference
   assert (workdir / "metrics.jsonl").read_text() == log
 
 
@@ -326,8 +330,8 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_older_one_resumed(unin
     with open(f, "r+b") as handle:
       handle.truncate(4)
   with pytest.raises(errors.RunError, match="the checkpoint of epoch 1 .* cannot be read .*sets it aside"):
-    trainer.evaluate(tiny_config(data_root), workdir)
-  assert trainer.train(tiny_config(data_root), workdir) == reference
+    experiment.evaluate(tiny_config(data_root), workdir)
+  assert experiment.train(tiny_config(data_root), workdir) == reference
   assert (workdir / "checkpoints" / "1.damaged").is_dir()
   assert re.search(r"the checkpoint of epoch 1 is damaged \(state/\S+ has 4 bytes and CRC-32 \w+, saved as \d+",
                    caplog.text), caplog.text
@@ -365,7 +369,7 @@ def test_a_second_run_on_a_workdir_in_use_stops_at_once(data_root, tmp_path):
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(lock.WorkdirLocked, match=f"in use by pid {holder.pid} "):
-      trainer.train(tiny_config(data_root), workdir)
+      experiment.train(tiny_config(data_root), workdir)
     assert not (workdir / "checkpoints").exists()
   finally:
     holder.kill()
@@ -408,7 +412,7 @@ def test_entry_points_print_user_errors_as_one_line_with_their_exit_code(tmp_pat
 def test_evaluate_writes_elsewhere_with_out_and_leaves_the_workdir_as_it_was(uninterrupted, data_root, tmp_path):
   reference_dir, reference = uninterrupted
   before = {p: p.read_bytes() for p in reference_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts}
-  results = trainer.evaluate(tiny_config(data_root), reference_dir, out=tmp_path / "elsewhere")
+  results = experiment.evaluate(tiny_config(data_root), reference_dir, out=tmp_path / "elsewhere")
   assert results == reference
   assert (tmp_path / "elsewhere" / "results.md").is_file() and list((tmp_path / "elsewhere" / "heatmaps").iterdir())
   assert (tmp_path / "elsewhere" / "report.html").is_file()
@@ -424,5 +428,13 @@ def test_test_data_is_checked_before_the_first_step(data_root, tmp_path):
   mask.unlink()
   workdir = tmp_path / "run"
   with pytest.raises(errors.UserError, match=mask.name):
-    trainer.train(tiny_config(root), workdir)
+    experiment.train(tiny_config(root), workdir)
   assert checkpoint.Checkpoints(workdir).latest_epoch() is None and not (workdir / "metrics.jsonl").exists()
+
+
+def test_a_non_finite_step_stops_the_run_naming_the_step_and_the_seed():
+  good = {"finite": np.array([True, True])}
+  bad = {"finite": np.array([True, False])}
+  with pytest.raises(experiment.NonFiniteError, match=r"at step 9 \(epoch 2\) for seed\(s\) \[55\]"):
+    experiment._stop_unless_finite([good, bad, good], global_step=10, epoch=2, seeds=[54, 55])
+  experiment._stop_unless_finite([good, good], global_step=10, epoch=2, seeds=[54, 55])  # Finite: no error.

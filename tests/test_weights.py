@@ -17,8 +17,10 @@ from mmr_jax.models import posembed
 from mmr_jax.models import resnet
 from mmr_jax.weights import catalog
 from mmr_jax.weights import fetch
+from mmr_jax.weights import loading
 from mmr_jax.weights import names
 from mmr_jax.weights import readers
+from mmr_jax.weights import structure
 from mmr_jax.weights.errors import ChecksumMismatch, DownloadFailed, FixedTableMismatch, WeightsError
 
 # A ViT-B-like student in miniature: depth 2, width 64, patch 16, 2×2 pretraining grid, FPN like ResNet-micro.
@@ -183,8 +185,8 @@ def test_name_maps_cover_the_models_trees_exactly():
   student = mmr.Student(width=WIDTH, depth=DEPTH, num_heads=2, out_channels=FPN, patch_size=PATCH,
                         pretrain_grid=GRID)
   tree = jax.eval_shape(lambda: student.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))["params"]
-  got = {path: leaf.shape for path, leaf in names.flatten(tree).items()}
-  assert got == {path: leaf.shape for path, leaf in names.flatten(student_shapes()).items()}
+  got = {path: leaf.shape for path, leaf in structure.flatten(tree).items()}
+  assert got == {path: leaf.shape for path, leaf in structure.flatten(student_shapes()).items()}
   assert set(got) == {entry.flax_path for entry in names.student_name_map(DEPTH).values()}
 
   for spec_args in (WIDE_LIKE, RESNET18_LIKE):
@@ -192,9 +194,9 @@ def test_name_maps_cover_the_models_trees_exactly():
                               spec_args["planes"], spec_args["mid_multiplier"])
     teacher = resnet.ResNetFeatures(spec)
     tree = jax.eval_shape(lambda: teacher.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))["params"]
-    got = {path: leaf.shape for path, leaf in names.flatten(tree).items()}
-    assert got == {path: leaf.shape for path, leaf in names.flatten(teacher_shapes(**spec_args)).items()}
-    block, sizes, downsample = names.teacher_structure(tree)
+    got = {path: leaf.shape for path, leaf in structure.flatten(tree).items()}
+    assert got == {path: leaf.shape for path, leaf in structure.flatten(teacher_shapes(**spec_args)).items()}
+    block, sizes, downsample = structure.teacher_structure(tree)
     assert set(got) == {e.flax_path for e in names.teacher_name_map(block, sizes, downsample).values()}
 
 
@@ -282,41 +284,41 @@ def test_layouts_reproduce_pytorch_layers():
 
 def test_student_round_trip_mmr():
   state = vit_state(np.random.default_rng(1))
-  result = names.load_student(state, student_shapes(), source="mmr")
+  result = loading.load_student(state, student_shapes(), source="mmr")
   assert sorted(result.tables) == ["decoder_FPN_pos_embed", "pos_embed"]
   assert result.kept == () and result.ignored == ()
-  leaves = names.flatten(result.params)
+  leaves = structure.flatten(result.params)
   assert all(leaf.dtype == np.float32 and isinstance(leaf, np.ndarray) for leaf in leaves.values())
   np.testing.assert_array_equal(leaves[("encoder", "blocks_1", "attn", "qkv", "kernel")],
                                 state["blocks.1.attn.qkv.weight"].T)
   np.testing.assert_array_equal(leaves[("fpn", "simfp_2", "conv1x1_4", "kernel")],
                                 state["simfp_2.4.weight"].transpose(2, 3, 1, 0))
-  _assert_states_equal(names.student_to_torch(result.params, result.tables), state)
+  _assert_states_equal(loading.student_to_torch(result.params, result.tables), state)
   # Flax's {'params': ...} wrapper is accepted and given back.
-  wrapped = names.load_student(state, {"params": student_shapes()}, source="auto")
+  wrapped = loading.load_student(state, {"params": student_shapes()}, source="auto")
   assert set(wrapped.params) == {"params"}
 
 
-@pytest.mark.parametrize("structure", [WIDE_LIKE, RESNET18_LIKE], ids=["wide_resnet50_2-like", "resnet18-like"])
-def test_teacher_round_trip(structure):
-  state = resnet_state(np.random.default_rng(2), **structure)
-  result = names.load_teacher(state, teacher_shapes(**structure))
+@pytest.mark.parametrize("architecture", [WIDE_LIKE, RESNET18_LIKE], ids=["wide_resnet50_2-like", "resnet18-like"])
+def test_teacher_round_trip(architecture):
+  state = resnet_state(np.random.default_rng(2), **architecture)
+  result = loading.load_teacher(state, teacher_shapes(**architecture))
   extras = [n for n in state if n.startswith(("layer4.", "fc.")) or n.endswith("num_batches_tracked")]
   assert sorted(result.ignored) == sorted(extras) and len(result.ignored) > 0
-  leaves = names.flatten(result.params)
+  leaves = structure.flatten(result.params)
   np.testing.assert_array_equal(leaves[("layer2_0", "downsample_bn", "var")],
                                 state["layer2.0.downsample.1.running_var"])
-  exported = names.teacher_to_torch(result.params, num_batches_tracked=False)
+  exported = loading.teacher_to_torch(result.params, num_batches_tracked=False)
   _assert_states_equal(exported, {n: v for n, v in state.items() if n not in extras})
-  with_counters = names.teacher_to_torch(result.params)
+  with_counters = loading.teacher_to_torch(result.params)
   assert with_counters["layer1.0.bn1.num_batches_tracked"].dtype == np.int64
 
 
 def test_float16_checkpoints_load_as_float32():  # wide_resnet50_2-95faca4d.pth stores float16 tensors.
   state = {n: v.astype(np.float16) if v.dtype == np.float32 else v
            for n, v in resnet_state(np.random.default_rng(3), **RESNET18_LIKE).items()}
-  result = names.load_teacher(state, teacher_shapes(**RESNET18_LIKE))
-  kernel = names.flatten(result.params)[("conv1", "kernel")]
+  result = loading.load_teacher(state, teacher_shapes(**RESNET18_LIKE))
+  kernel = structure.flatten(result.params)[("conv1", "kernel")]
   assert kernel.dtype == np.float32
   np.testing.assert_array_equal(kernel, state["conv1.weight"].astype(np.float32).transpose(2, 3, 1, 0))
 
@@ -325,7 +327,7 @@ def test_missing_keys_are_all_named():
   state = vit_state(np.random.default_rng(4))
   del state["blocks.1.mlp.fc2.bias"], state["simfp_3.2.norm.weight"]
   with pytest.raises(WeightsError) as error:
-    names.load_student(state, student_shapes(), source="mmr")
+    loading.load_student(state, student_shapes(), source="mmr")
   message = str(error.value)
   assert "lacks 2 parameters" in message
   assert "blocks.1.mlp.fc2.bias (→ encoder/blocks_1/mlp/fc2/bias)" in message
@@ -336,18 +338,18 @@ def test_unknown_keys_are_an_error_unless_ignorable():
   state = vit_state(np.random.default_rng(5))
   state["blocks.0.attn.q_norm.weight"] = np.ones(WIDTH, np.float32)
   with pytest.raises(WeightsError, match=r"match no parameter.*blocks\.0\.attn\.q_norm\.weight"):
-    names.load_student(state, student_shapes(), source="mmr")
+    loading.load_student(state, student_shapes(), source="mmr")
   teacher = resnet_state(np.random.default_rng(5), **RESNET18_LIKE)
   teacher["layer3.9.conv1.weight"] = np.ones((1, 1, 1, 1), np.float32)
   with pytest.raises(WeightsError, match=r"layer3\.9\.conv1\.weight"):
-    names.load_teacher(teacher, teacher_shapes(**RESNET18_LIKE))
+    loading.load_teacher(teacher, teacher_shapes(**RESNET18_LIKE))
 
 
 def test_wrong_shape_names_both_keys_and_shapes():
   state = vit_state(np.random.default_rng(6))
   state["blocks.0.attn.qkv.weight"] = np.zeros((3 * WIDTH, WIDTH + 1), np.float32)
   with pytest.raises(WeightsError) as error:
-    names.load_student(state, student_shapes(), source="mmr")
+    loading.load_student(state, student_shapes(), source="mmr")
   message = str(error.value)
   assert "'blocks.0.attn.qkv.weight' has shape (192, 65)" in message
   assert "'encoder/blocks_0/attn/qkv/kernel' (64, 192) needs (192, 64)" in message
@@ -357,21 +359,21 @@ def test_a_wide_checkpoint_does_not_fit_a_narrow_teacher():
   state = resnet_state(np.random.default_rng(7), **WIDE_LIKE)
   narrow = dict(WIDE_LIKE, mid_multiplier=1)
   with pytest.raises(WeightsError, match=r"layer1\.0\.conv1\.weight' has shape \(16, 8, 1, 1\)"):
-    names.load_teacher(state, teacher_shapes(**narrow))
+    loading.load_teacher(state, teacher_shapes(**narrow))
 
 
 def test_non_finite_weights_are_rejected():
   state = vit_state(np.random.default_rng(8))
   state["norm.bias"][3] = np.nan
   with pytest.raises(WeightsError, match="'norm.bias' contains NaN"):
-    names.load_student(state, student_shapes(), source="mmr")
+    loading.load_student(state, student_shapes(), source="mmr")
 
 
 def test_tree_out_of_step_with_the_map_is_reported():
   shapes = student_shapes()
   shapes["encoder"]["blocks_0"]["attn"]["qkv"]["extra"] = jax.ShapeDtypeStruct((1,), jnp.float32)
   with pytest.raises(WeightsError, match="in the tree, not in the map: encoder/blocks_0/attn/qkv/extra"):
-    names.load_student(vit_state(np.random.default_rng(9)), shapes, source="mmr")
+    loading.load_student(vit_state(np.random.default_rng(9)), shapes, source="mmr")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,8 +382,8 @@ def test_tree_out_of_step_with_the_map_is_reported():
 
 def _check_mae_load(state: dict) -> None:
   fresh = _fresh(student_shapes())
-  result = names.load_student(state, fresh, source="mae")
-  leaves, fresh_leaves = names.flatten(result.params), names.flatten(fresh)
+  result = loading.load_student(state, fresh, source="mae")
+  leaves, fresh_leaves = structure.flatten(result.params), structure.flatten(fresh)
   # The encoder comes from the checkpoint ...
   np.testing.assert_array_equal(leaves[("encoder", "patch_embed", "kernel")],
                                 state["patch_embed.proj.weight"].transpose(2, 3, 1, 0))
@@ -413,11 +415,11 @@ def test_mae_mode_without_torch():
 def test_mae_mode_needs_fresh_arrays_and_refuses_an_mmr_checkpoint():
   state = vit_state(np.random.default_rng(12), mae_extras=True, fpn=False)
   with pytest.raises(WeightsError, match=r"mask_token.*pass the freshly initialised params"):
-    names.load_student(state, student_shapes(), source="mae")
+    loading.load_student(state, student_shapes(), source="mae")
   with pytest.raises(WeightsError, match=r"simfp_2\.0\.weight.*source='mmr'"):
-    names.load_student(vit_state(np.random.default_rng(12)), _fresh(student_shapes()), source="mae")
-  assert names.guess_student_source(vit_state(np.random.default_rng(12))) == "mmr"
-  assert names.guess_student_source(state) == "mae"
+    loading.load_student(vit_state(np.random.default_rng(12)), _fresh(student_shapes()), source="mae")
+  assert structure.guess_student_source(vit_state(np.random.default_rng(12))) == "mmr"
+  assert structure.guess_student_source(state) == "mae"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -426,15 +428,15 @@ def test_mae_mode_needs_fresh_arrays_and_refuses_an_mmr_checkpoint():
 
 def test_fixed_tables_are_checked_against_the_models():
   state = vit_state(np.random.default_rng(13))
-  tables = names.load_student(state, student_shapes(), source="mmr").tables
+  tables = loading.load_student(state, student_shapes(), source="mmr").tables
   expected = {"pos_embed": posembed.sincos_2d(WIDTH, GRID, GRID),  # Without the cls row,
               "decoder_FPN_pos_embed": _sincos_table(WIDTH, GRID)}  # or with it.
-  assert names.check_fixed_tables(tables, expected) == {"pos_embed": 0.0, "decoder_FPN_pos_embed": 0.0}
+  assert loading.check_fixed_tables(tables, expected) == {"pos_embed": 0.0, "decoder_FPN_pos_embed": 0.0}
   learned = dict(tables, pos_embed=tables["pos_embed"] + 1e-3)
   with pytest.raises(FixedTableMismatch, match=r"'pos_embed' differs from the fixed sin-cos table by up to 0\.001"):
-    names.check_fixed_tables(learned, expected)
+    loading.check_fixed_tables(learned, expected)
   with pytest.raises(FixedTableMismatch, match=r"\(1, 5, 64\).*different token grid"):
-    names.check_fixed_tables(tables, {"pos_embed": posembed.sincos_2d(WIDTH, 3, 3)})
+    loading.check_fixed_tables(tables, {"pos_embed": posembed.sincos_2d(WIDTH, 3, 3)})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -442,25 +444,25 @@ def test_fixed_tables_are_checked_against_the_models():
 
 
 def test_infer_vit():
-  arch = names.infer_vit(vit_state(np.random.default_rng(14)))
+  arch = structure.infer_vit(vit_state(np.random.default_rng(14)))
   assert arch == dict(width=WIDTH, depth=DEPTH, patch_size=PATCH, pretrain_grid=GRID, mlp_ratio=4.0, fpn_widths=FPN)
-  encoder_only = names.infer_vit(vit_state(np.random.default_rng(14), mae_extras=True, fpn=False))
+  encoder_only = structure.infer_vit(vit_state(np.random.default_rng(14), mae_extras=True, fpn=False))
   assert encoder_only["fpn_widths"] is None and encoder_only["depth"] == DEPTH
   with pytest.raises(WeightsError, match="not a ViT state dict"):
-    names.infer_vit(resnet_state(np.random.default_rng(14), **RESNET18_LIKE))
+    structure.infer_vit(resnet_state(np.random.default_rng(14), **RESNET18_LIKE))
 
 
 def test_infer_teacher():
-  wide = names.infer_teacher(resnet_state(np.random.default_rng(15), **WIDE_LIKE))
+  wide = structure.infer_teacher(resnet_state(np.random.default_rng(15), **WIDE_LIKE))
   assert wide == dict(block="bottleneck", stage_sizes=(3, 4, 6), stem_width=8, widths=(32, 64, 128),
                       mid_widths=(16, 32, 64), planes=(8, 16, 32), mid_multiplier=2,
                       downsample=(True, True, True))
-  small = names.infer_teacher(resnet_state(np.random.default_rng(15), **RESNET18_LIKE))
+  small = structure.infer_teacher(resnet_state(np.random.default_rng(15), **RESNET18_LIKE))
   assert small == dict(block="basic", stage_sizes=(2, 2, 2), stem_width=8, widths=(8, 16, 32),
                        mid_widths=(8, 16, 32), planes=(8, 16, 32), mid_multiplier=1,
                        downsample=(False, True, True))
   with pytest.raises(WeightsError, match="not a torchvision ResNet"):
-    names.infer_teacher(vit_state(np.random.default_rng(15)))
+    structure.infer_teacher(vit_state(np.random.default_rng(15)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -549,11 +551,11 @@ def test_unreachable_url_explains_the_manual_route(tmp_path, monkeypatch, capsys
   message = str(error.value)
   assert entry.url in message
   assert f"exactly this name: {cache / 'resnet-0000.pth'}" in message
-  assert f"python -m mmr_jax.weights.fetch tiny_resnet --cache-dir {cache}" in message
+  assert f"python -m mmr_jax.weights.fetch tiny_resnet --cache_dir={cache}" in message
   assert "init.teacher=" in message
   assert not list(cache.glob("*"))  # No partial file left behind.
   # The command line prints the same and fails.
-  assert fetch.main([entry.name, "--cache-dir", str(cache)]) == 1
+  assert fetch.main([entry.name, f"--cache_dir={cache}"]) == 1
   assert f"exactly this name: {cache / 'resnet-0000.pth'}" in capsys.readouterr().err
 
 

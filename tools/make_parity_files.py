@@ -26,7 +26,7 @@ import sklearn.metrics
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_mmr  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch_mmr
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])

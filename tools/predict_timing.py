@@ -30,10 +30,10 @@ def _median_seconds(function, repeats: int) -> float:
 
 def main(argv):
   del argv
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from mmr_jax import export  # pylint: disable=g-import-not-at-top
-  from mmr_jax import inference  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from mmr_jax import export
+  from mmr_jax import inference
   model = inference.TrainedModel(FLAGS.workdir)
   size, batch = model.image_size, model.batch_size
   images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

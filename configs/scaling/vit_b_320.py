@@ -7,10 +7,11 @@ Tokens grow 2.04× over 224²; attention's share of the encoder grows with them.
 """
 
 from configs import aebad_s
+from configs import common
 
 
 def get_config():
   c = aebad_s.get_config()
   c.data.image_size = 320
-  c.data.resize_size = 366  # Keeps the published 256/224 resize-to-crop ratio.
+  c.data.resize_size = common.published_resize(c.data.image_size)
   return c

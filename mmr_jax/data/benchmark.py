@@ -24,9 +24,6 @@ from mmr_jax.data import layouts
 from mmr_jax.data import pipeline
 from mmr_jax.data import synthetic
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.",
-                                          lock_config=False)
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Training epochs timed (after a first, warm-up epoch).")
 
 
 def _timed(batches: Callable[[], Iterable[dict]]) -> tuple[int, float]:
@@ -41,8 +38,8 @@ def _rate(count: int, seconds: float) -> str:
 
 def run(config, epochs: int) -> dict[str, float]:
   """Prints and returns the figures (images/s)."""
-  if config.data.get("synthetic", False):
-    synthetic.ensure_synthetic(config.data.root, seed=config.data.get("synthetic_seed", 0))
+  if config.data.synthetic:
+    synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
   data = config.data
   print(f"{data.name} at {data.root}: image_size {data.image_size}, resize_size {data.resize_size}, "
         f"batch {config.batch_size}, eval batch {config.eval_batch_size}, {os.cpu_count()} CPU cores")
@@ -79,8 +76,11 @@ def run(config, epochs: int) -> dict[str, float]:
 
 def main(argv) -> None:
   del argv
-  run(_CONFIG.value, _EPOCHS.value)
+  run(flags.FLAGS.config, flags.FLAGS.epochs)
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: a module that defines flags cannot be imported beside another that does.
+  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.", lock_config=False)
+  flags.DEFINE_integer("epochs", 3, "Training epochs timed (after a first, warm-up epoch).")
   app.run(main)

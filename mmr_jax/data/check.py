@@ -23,11 +23,12 @@ from collections.abc import Callable
 
 import ml_collections
 from absl import app
+from absl import flags
 from ml_collections import config_flags
 
 from mmr_jax.data import images
 from mmr_jax.data import layouts
-from mmr_jax.data import sources
+from mmr_jax.data import decoding
 from mmr_jax.data.layouts import DatasetError
 
 _MAX_LISTED = 5
@@ -49,7 +50,7 @@ class SplitReport:
 
 def _inspect(example: layouts.Example) -> tuple[str | None, bool, bool]:
   """(problem or None, whether an anomalous image's mask is all zero, whether it has more than 8 bits)."""
-  _, mask, _, problem = sources.decode_example(example)
+  _, mask, _, problem = decoding.decode_example(example)
   high_bit_depth = problem is None and example.image_file is not None and images.has_high_bit_depth(
       example.image_file)
   return problem, mask is not None and not mask.any(), high_bit_depth
@@ -58,7 +59,7 @@ def _inspect(example: layouts.Example) -> tuple[str | None, bool, bool]:
 def check_split(files: layouts.FileList) -> SplitReport:
   report = SplitReport(files.title, images=len(files.examples), skipped=list(files.skipped))
   if not files.examples:
-    report.problems.append(sources.empty_message(files))
+    report.problems.append(decoding.empty_message(files))
     return report
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
     results = list(pool.map(_inspect, files.examples))
@@ -196,13 +197,12 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
   return usable
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/aebad_s.py.", lock_config=True)
-
-
 def main(argv) -> None:
   del argv
-  sys.exit(0 if run_check(_CONFIG.value) else 1)
+  sys.exit(0 if run_check(flags.FLAGS.config) else 1)
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: a module that defines flags cannot be imported beside another that does.
+  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/aebad_s.py.", lock_config=True)
   app.run(main)

@@ -19,16 +19,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
+from mmr_jax import runtime
 from mmr_jax.data import preprocess
 from mmr_jax.data import synthetic
 
-try:
-  tf.config.set_visible_devices([], "GPU")  # Resizes compared on the CPU; a grabbed GPU would be wasted.
-except RuntimeError:  # TF was already initialised by the caller; nothing to change then.
-  pass
+tf = runtime.import_tensorflow()  # Resizes compared on the CPU.
 
 
 def sample_images(count: int = 4, seed: int = 0) -> dict[str, list[np.ndarray]]:

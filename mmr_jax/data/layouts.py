@@ -31,6 +31,8 @@ import ml_collections
 from mmr_jax import errors
 
 DATASET_NAMES = ("aebad_s", "aebad_v", "mvtec", "folder")
+MVTEC_CLASSES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
+                 "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 

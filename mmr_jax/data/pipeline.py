@@ -19,19 +19,13 @@ from absl import logging
 
 from mmr_jax import runtime
 
-with runtime.native_stderr_silenced():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
+from mmr_jax.data import decoding
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
 from mmr_jax.data import sources
 from mmr_jax.data.layouts import DatasetError
 
-try:
-  # The data pipeline runs on the host; a GPU that TF grabbed would be memory JAX cannot use.
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TF was initialised before this import; its device list can no longer change.
-  pass
+tf = runtime.import_tensorflow()
 
 has_masks = layouts.has_masks
 denormalize = preprocess.denormalize
@@ -193,7 +187,7 @@ class _EvalChunk:
   kind: np.ndarray  # object (n,): the <type> folder, "good" for normal images.
 
 
-def _eval_chunks(config: ml_collections.ConfigDict, split: sources.DecodedSplit, batch: int) -> Iterator[_EvalChunk]:
+def _eval_chunks(config: ml_collections.ConfigDict, split: decoding.DecodedSplit, batch: int) -> Iterator[_EvalChunk]:
   """Preprocessed test images in runs of `batch`, with the labels the metrics use."""
   data = config.data
   size = data.image_size
@@ -245,8 +239,9 @@ def eval_batches(config: ml_collections.ConfigDict, subset: str, *, process_inde
   """The test images of one subset in batches padded to config.eval_batch_size (so the model compiles once).
 
   Yields {"image": float32 (b, S, S, 3), "mask": uint8 (b, S, S) in {0, 1}, "label": int32 (b,),
-  "valid": bool (b,), "name": object (b,) relative paths, "kind": object (b,) defect types}; padding rows have valid False. With several
-  processes, each yields its b = eval_batch_size / process_count rows of every global batch.
+  "valid": bool (b,), "name": object (b,) relative paths, "kind": object (b,) defect types}; padding rows have
+  valid False. With several processes, each yields its b = eval_batch_size / process_count rows of every global
+  batch.
   """
   batch = config.eval_batch_size
   local = _local_batch(batch, process_index, process_count, "eval_batch_size")

@@ -50,11 +50,13 @@ class Student(nn.Module):
     return tuple(f.astype(jnp.float32) for f in features)
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # model.compute_dtype's values.
+
+
 def compute_dtype(name: str) -> Dtype:
-  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-  if name not in dtypes:
-    raise ValueError(f"model.compute_dtype must be one of {tuple(dtypes)}, got {name!r}")
-  return dtypes[name]
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"model.compute_dtype must be one of {tuple(COMPUTE_DTYPES)}, got {name!r}")
+  return COMPUTE_DTYPES[name]
 
 
 def build_student(model_config: ml_collections.ConfigDict) -> Student:
@@ -68,9 +70,3 @@ def build_student(model_config: ml_collections.ConfigDict) -> Student:
 
 def build_teacher(model_config: ml_collections.ConfigDict) -> nn.Module:
   return teachers.build(model_config.teacher, compute_dtype(model_config.compute_dtype))
-
-
-def init_params(module: nn.Module, key: jax.Array, image_size: int) -> Any:
-  """Randomly initialised parameters for a 1-image input of the given size."""
-  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  return module.init(key, dummy)["params"]

@@ -36,7 +36,7 @@ def _reads_that_fail_as_unreadable():
   """
   try:
     yield
-  except Exception as error:  # pylint: disable=broad-except  # Any failure to read is the checkpoint's.
+  except Exception as error:  # # Any failure to read is the checkpoint's.
     lines = str(error).strip().splitlines()
     reason = f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
   else:

@@ -10,7 +10,7 @@ import numpy as np
 from mmr_jax.models import mmr
 from mmr_jax.models import posembed
 from mmr_jax.weights import fetch
-from mmr_jax.weights import names
+from mmr_jax.weights import loading
 
 # The teacher is a given network, shared by every seed of a run; a randomly initialised one (the CPU demo)
 # comes from this fixed key so that seeds differ only in the student.
@@ -30,7 +30,7 @@ def student_params(config: ml_collections.ConfigDict, keys: jax.Array) -> Any:
   state = fetch.resolve(config.init.student)
   loaded = []
   for k in range(len(keys)):
-    result = names.load_student(state, jax.tree_util.tree_map(lambda leaf: leaf[k], params), source="auto")
+    result = loading.load_student(state, jax.tree_util.tree_map(lambda leaf: leaf[k], params), source="auto")
     check_student_tables(result.tables, config)
     loaded.append(result.params)
   return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *loaded)
@@ -45,7 +45,7 @@ def check_student_tables(tables: dict[str, np.ndarray], config: ml_collections.C
     grid = table_grid(tables["pos_embed"])
     raise ValueError(f"the student checkpoint's pos_embed is for a {grid}×{grid} grid, but "
                      f"model.vit.pretrain_grid is {pretrain_grid}; set --config.model.vit.pretrain_grid={grid}")
-  names.check_fixed_tables(tables, expected)
+  loading.check_fixed_tables(tables, expected)
 
 
 def table_grid(table: np.ndarray) -> int:
@@ -63,4 +63,4 @@ def teacher_params(config: ml_collections.ConfigDict) -> Any:
   if not config.init.teacher:
     return jax.device_get(jax.jit(init)(jax.random.key(RANDOM_TEACHER_SEED)))
   shapes = jax.eval_shape(init, jax.random.key(RANDOM_TEACHER_SEED))
-  return names.load_teacher(fetch.resolve(config.init.teacher), shapes).params
+  return loading.load_teacher(fetch.resolve(config.init.teacher), shapes).params

@@ -5,6 +5,13 @@ import ml_collections
 import optax
 
 
+def published_settings() -> ml_collections.ConfigDict:
+  """The published optimiser and schedule (docs/spec.md §6), config.optim's defaults: AdamW (β = 0.9, 0.95),
+  weight decay 0.05, lr 1e-3 set once per epoch, 50 warm-up epochs, ÷10 after epochs 120 and 160."""
+  return ml_collections.ConfigDict(dict(lr=1e-3, warmup_epochs=50, decay_epochs=(120, 160), decay_factor=0.1,
+                                        weight_decay=0.05, b1=0.9, b2=0.95, eps=1e-8))
+
+
 def learning_rate(epoch: int, optim: ml_collections.ConfigDict) -> float:
   """The rate for a whole epoch: linear warm-up from 0 (epoch 0 trains at lr 0), then the base rate, divided
   by 1/decay_factor each time epoch + 1 reaches one of `decay_epochs`. (The published docstring says cosine;

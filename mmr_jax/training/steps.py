@@ -34,14 +34,6 @@ def create_train_state(params: Any, tx: optax.GradientTransformation, seed_key: 
                     rng=jax.random.key_data(seed_key))
 
 
-def stack(trees: list[Any]) -> Any:
-  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
-def unstack(tree: Any, index: int) -> Any:
-  return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
-
-
 def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
   """XLA options of the compiled functions below, for the mesh's backend.
 

@@ -8,8 +8,9 @@ short, with a warning.
 import json
 import logging
 import pathlib
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import tensorboardX
 
 from mmr_jax import errors
@@ -34,9 +35,14 @@ def _records_up_to(path: pathlib.Path, last_step: int) -> list[str]:
 
 
 class MetricWriter:
+  """Appends records to metrics.jsonl and TensorBoard; with enabled=False (every host but the first of a
+  multi-host run, which share the workdir) it writes nothing."""
 
-  def __init__(self, workdir: pathlib.Path, resume_after_step: int = 0):
+  def __init__(self, workdir: pathlib.Path, resume_after_step: int = 0, enabled: bool = True):
     self.path = workdir / "metrics.jsonl"
+    self.enabled = enabled
+    if not enabled:
+      return
     if self.path.exists():
       kept = _records_up_to(self.path, resume_after_step)
       self.path.write_text("".join(line + "\n" for line in kept))
@@ -44,6 +50,8 @@ class MetricWriter:
     self._tensorboard = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
     self._file.write(json.dumps({"step": step, **scalars}) + "\n")
     self._file.flush()
     for name, value in scalars.items():
@@ -52,6 +60,27 @@ class MetricWriter:
     self._tensorboard.flush()
 
   def close(self) -> None:
+    if not self.enabled:
+      return
     self._file.close()
     self._tensorboard.close()
 
+
+
+def step_record(metrics: Mapping[str, Any], epoch: int, lr: float, seeds: Sequence[int]) -> dict:
+  """The logged record of one step's metrics (host arrays with a seed axis): means over the seeds, the loss of
+  each scale, and with several seeds each seed's loss."""
+  record = {"epoch": epoch, "lr": lr, "loss": float(np.mean(metrics["loss"])),
+            "grad_norm": float(np.mean(metrics["grad_norm"])), "param_norm": float(np.mean(metrics["param_norm"]))}
+  for s, value in enumerate(np.mean(metrics["loss_per_scale"], axis=0)):
+    record[f"loss_scale{s + 1}"] = float(value)
+  if len(seeds) > 1:
+    record.update({f"loss_seed{seed}": float(v) for seed, v in zip(seeds, metrics["loss"])})
+  return record
+
+
+def show_progress(progress: Any, epoch: int, metrics: Mapping[str, Any], images_per_step: int) -> None:
+  """The progress bar's postfix: epoch, mean loss, images per second (all seeds' images)."""
+  rate = progress.format_dict.get("rate")
+  progress.set_postfix(epoch=epoch, loss=f"{float(np.mean(metrics['loss'])):.4f}",
+                       img_s=f"{rate * images_per_step:.1f}" if rate else "–")

@@ -2,16 +2,15 @@
 its checksum, convert it once to a .npz, and resolve names or paths to PyTorch-named state dicts for training init.
 Nothing here needs PyTorch.
 
-  python -m mmr_jax.weights.fetch NAME [NAME ...] [--cache-dir DIR]     # download, verify, convert
+  python -m mmr_jax.weights.fetch NAME [NAME ...] [--cache_dir=DIR]     # download, verify, convert
   python -m mmr_jax.weights.fetch --list                                 # the catalog and what is cached
 
-The cache folder is --cache-dir, else $MMR_JAX_CACHE, else ~/.cache/mmr_jax. It holds the original file under its
+The cache folder is --cache_dir, else $MMR_JAX_CACHE, else ~/.cache/mmr_jax. It holds the original file under its
 published name (checked again whenever it is converted) and `<name>.npz`: the arrays the model uses, as float32
 in PyTorch names and layouts under a `student/` or `teacher/` prefix (the parity weights format), so later runs
 need no network and no conversion. `names.py` stays the one place where layouts change.
 """
 
-import argparse
 import hashlib
 import http.client
 import importlib.resources
@@ -24,10 +23,14 @@ import urllib.request
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
+from absl import flags
 
+from mmr_jax import runtime
 from mmr_jax.weights import catalog
+from mmr_jax.weights import loading
 from mmr_jax.weights import names
 from mmr_jax.weights import readers
+from mmr_jax.weights import structure
 from mmr_jax.weights.errors import ChecksumMismatch, DownloadFailed, WeightsError
 
 CACHE_ENV = "MMR_JAX_CACHE"
@@ -98,8 +101,8 @@ def _manual_instructions(entry: catalog.CatalogEntry, cache: pathlib.Path, reaso
       "If this machine has no internet access, fetch the file by hand:\n"
       f"  1. download {entry.url} on a machine that has access;\n"
       f"  2. put it here, under exactly this name: {source_path(entry, cache)}\n"
-      f"     (the cache folder is --cache-dir, else ${CACHE_ENV}, else {DEFAULT_CACHE});\n"
-      f"  3. run `python -m mmr_jax.weights.fetch {entry.name} --cache-dir {cache}`: it verifies the checksum "
+      f"     (the cache folder is --cache_dir, else ${CACHE_ENV}, else {DEFAULT_CACHE});\n"
+      f"  3. run `python -m mmr_jax.weights.fetch {entry.name} --cache_dir={cache}`: it verifies the checksum "
       "and converts the file.\n"
       f"Or give the path of a weights file (.pth/.safetensors/.npz) instead of the name, e.g. "
       f"init.{entry.role}=/path/to/{entry.filename}.")
@@ -140,7 +143,7 @@ def _shapes(state: Mapping[str, np.ndarray], name_map: Mapping[str, names.Entry]
   missing = [name for name in name_map if name not in state]
   if missing:
     raise WeightsError(f"the file is not a complete {what}: it lacks {', '.join(missing)}")
-  return names.unflatten({entry.flax_path: _Shape(names.flax_shape(entry.layout, state[name].shape))
+  return structure.unflatten({entry.flax_path: _Shape(names.flax_shape(entry.layout, state[name].shape))
                           for name, entry in name_map.items()})
 
 
@@ -151,20 +154,20 @@ def convert_state(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.
   its own shapes), so a file that does not fit, or that holds unexpected names, fails here, once, clearly.
   """
   if source == "mae":
-    arch = names.infer_vit(state)
+    arch = structure.infer_vit(state)
     name_map = names.student_name_map(arch["depth"], with_fpn=False)
-    result = names.load_student(state, _shapes(state, name_map, "ViT encoder"), source="mae")
-    return names.student_to_torch(result.params, result.tables)
+    result = loading.load_student(state, _shapes(state, name_map, "ViT encoder"), source="mae")
+    return loading.student_to_torch(result.params, result.tables)
   if source == "efficientnet_lite":  # Kept whole (classifier included), so that the weights can be checked.
-    expands, with_head = names.infer_efficientnet(state)
+    expands, with_head = structure.infer_efficientnet(state)
     name_map = names.efficientnet_name_map(expands, with_head)
-    result = names.load_teacher(state, _shapes(state, name_map, "EfficientNet"))
-    return names.teacher_to_torch(result.params, num_batches_tracked=False)
+    result = loading.load_teacher(state, _shapes(state, name_map, "EfficientNet"))
+    return loading.teacher_to_torch(result.params, num_batches_tracked=False)
   if source == "torchvision":
-    arch = names.infer_teacher(state)
+    arch = structure.infer_teacher(state)
     name_map = names.teacher_name_map(arch["block"], arch["stage_sizes"], arch["downsample"])
-    result = names.load_teacher(state, _shapes(state, name_map, "torchvision ResNet"))
-    return names.teacher_to_torch(result.params, num_batches_tracked=False)
+    result = loading.load_teacher(state, _shapes(state, name_map, "torchvision ResNet"))
+    return loading.teacher_to_torch(result.params, num_batches_tracked=False)
   raise ValueError(f"unknown catalog source kind {source!r}")
 
 
@@ -239,21 +242,36 @@ def _describe(entry: catalog.CatalogEntry, folder: pathlib.Path) -> str:
   return f"{entry.name:24} {entry.role:8} {entry.source:12} {check:12} {state}\n    {entry.model}\n    {entry.url}"
 
 
+def _flag_values() -> flags.FlagValues:
+  """The command's flags, in a FlagValues of its own (`main` may be called from Python, more than once)."""
+  values = flags.FlagValues()
+  flags.DEFINE_string("cache_dir", None, f"Cache folder (default ${CACHE_ENV}, else {DEFAULT_CACHE}).",
+                      flag_values=values)
+  flags.DEFINE_float("timeout", TIMEOUT_S, "Network timeout per operation, seconds.", flag_values=values)
+  flags.DEFINE_bool("list", False, "Show the catalog and what is cached.", flag_values=values)
+  return values
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m mmr_jax.weights.fetch", description=__doc__.split("\n\n")[0])
-  parser.add_argument("names", nargs="*", help=f"catalog names: {', '.join(catalog.CATALOG)}")
-  parser.add_argument("--cache-dir", help=f"cache folder (default ${CACHE_ENV}, else {DEFAULT_CACHE})")
-  parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="network timeout per operation, seconds")
-  parser.add_argument("--list", action="store_true", help="show the catalog and what is cached")
-  args = parser.parse_args(argv)
+  """`python -m mmr_jax.weights.fetch NAME ... [--cache_dir=DIR] [--timeout=S] [--list]`."""
+  argv = sys.argv[1:] if argv is None else argv
+  args = _flag_values()
+  if any(arg in ("-h", "--help") for arg in argv):
+    print(__doc__.strip() + f"\n\nNames: {', '.join(catalog.CATALOG)}\n\nFlags:\n" + runtime.flags_help(args))
+    return 0
+  try:
+    requested = args(["python -m mmr_jax.weights.fetch", *argv])[1:]
+  except flags.Error as error:
+    _stderr(f"error: {error}")
+    return 2
   folder = cache_dir(args.cache_dir)
-  if args.list or not args.names:
+  if args.list or not requested:
     print(f"cache: {folder}")
     for entry in catalog.CATALOG.values():
       print(_describe(entry, folder))
     return 0
   status = 0
-  for name in args.names:
+  for name in requested:
     try:
       print(fetch(name, folder, args.timeout))
     except WeightsError as error:

@@ -83,7 +83,7 @@ def _read_npz(path: pathlib.Path) -> StateDict:
 
 
 def _read_safetensors(path: pathlib.Path) -> StateDict:
-  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  from safetensors import numpy as safetensors_numpy
   try:
     state = safetensors_numpy.load_file(str(path))
     # Once ml_dtypes is imported (jax does), NumPy knows bfloat16; widen it like the fallback does.

@@ -15,29 +15,22 @@ import ml_collections
 
 from mmr_jax import runtime
 
+runtime.import_tensorflow()  # First, so that TF, which TFDS imports, stays off the GPU.
 with runtime.native_stderr_silenced():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
 from mmr_jax.data import layouts
 from mmr_jax.data.layouts import DatasetError
 from mmr_jax.data.tfds_builders.builders import AebadS
 from mmr_jax.data.tfds_builders.builders import AebadV
-from mmr_jax.data.tfds_builders.builders import MVTEC_CLASSES
 from mmr_jax.data.tfds_builders.builders import MvtecAd
 from mmr_jax.data.tfds_builders.builders import split_name
-
-try:
-  # The data pipeline runs on the host; a GPU that TF grabbed would be memory JAX cannot use.
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TF was initialised before this import; its device list can no longer change.
-  pass
 
 BUILDERS = {"aebad_s": AebadS, "aebad_v": AebadV, "mvtec": MvtecAd}
 
 
 def data_dir(config: ml_collections.ConfigDict) -> str:
-  return config.data.get("tfds_data_dir", "") or os.path.join(os.path.expanduser(config.data.root),
+  return config.data.tfds_data_dir or os.path.join(os.path.expanduser(config.data.root),
                                                              "tensorflow_datasets")
 
 
@@ -50,8 +43,8 @@ def prepared_builder(config: ml_collections.ConfigDict, subset: str = "") -> tfd
   root = layouts.data_root(config)
   kwargs = dict(data_dir=data_dir(config), skip_bad_files=bool(config.data.skip_bad_files))
   if name == "mvtec":
-    if subset not in MVTEC_CLASSES:
-      raise DatasetError(f"the MVTec AD TFDS builder has one config per class ({', '.join(MVTEC_CLASSES)}); "
+    if subset not in layouts.MVTEC_CLASSES:
+      raise DatasetError(f"the MVTec AD TFDS builder has one config per class ({', '.join(layouts.MVTEC_CLASSES)}); "
                          f"got {subset!r}")
     kwargs["config"] = subset
   builder = BUILDERS[name](**kwargs)

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from mmr_jax.data import images
 from mmr_jax.data import layouts
-from mmr_jax.data import sources
+from mmr_jax.data import decoding
 
 _CITATION = """@article{zhang2023industrial,
   title={Industrial Anomaly Detection with Domain Shift: A Real-world Dataset and Masked Multi-scale Reconstruction},
@@ -29,8 +29,6 @@ _MVTEC_CITATION = """@inproceedings{bergmann2019mvtec,
   booktitle={CVPR},
   year={2019}
 }"""
-MVTEC_CLASSES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
-                 "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
 _KEPT_FORMATS = (".png", ".jpg", ".jpeg")
 
 
@@ -62,7 +60,7 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.features.FeaturesDict(features)
 
   def _generate_examples(self, files: layouts.FileList):
-    split = sources.validate(files, self._skip_bad_files, keep_pixels=False)
+    split = decoding.validate(files, self._skip_bad_files, keep_pixels=False)
     for example, (height, width) in zip(split.examples, split.shapes):
       record = {
           "image": self._encoded(example.image_file, lambda e=example: images.decode_rgb(e.image_file)),
@@ -138,7 +136,7 @@ class MvtecAd(_LayoutBuilder):
       "Download MVTec AD from https://www.mvtec.com/company/research/datasets/mvtec-ad (registration required) "
       "and extract it into the manual_dir (config.data.root) so that manual_dir/<class>/{train,test,ground_truth} "
       "exist for each class.")
-  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in MVTEC_CLASSES]
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in layouts.MVTEC_CLASSES]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

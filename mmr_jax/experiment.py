@@ -1,5 +1,8 @@
 """The life of a run: mesh → models and initial state → resume → epochs of sharded steps → checkpoints →
-evaluation and reports. `train.py` and `evaluate.py` are thin entry points over `train` and `evaluate`.
+calibration, evaluation and reports. `train.py`, `evaluate.py` and `predict.py` are thin entry points over
+`train`, `evaluate` and `restore_state`. This module sits above both training (`mmr_jax/training/`: steps,
+checkpoints, the optimiser) and evaluation (`evaluation.py`, `reports.py`, `report_page.py`), and is the only one
+that joins them (`tools/check_imports.py` checks the direction of every import).
 
 K seeds (config.num_seeds) train side by side in one compiled program: seed k of a run is config.seed + k, and
 its model, masking and data order are exactly those of a one-seed run with that seed.
@@ -18,11 +21,12 @@ import numpy as np
 import tqdm
 
 from mmr_jax import calibration
+from mmr_jax import config as config_lib
 from mmr_jax import errors
 from mmr_jax import evaluation
 from mmr_jax import report_page
 from mmr_jax import reports
-from mmr_jax import data
+from mmr_jax.data import layouts
 from mmr_jax.data import pipeline
 from mmr_jax.data import sources
 from mmr_jax.models import mmr
@@ -100,8 +104,9 @@ class Run:
     the K seeds' calibrations, or None when nothing was held out (the published protocol)."""
     if sources.calibration_set(self.config) is None:
       return None
-    predictions = evaluation.predict_batches(pipeline.calibration_batches(self.config), jax.random.key(self.config.seed),
-                                             params, self.teacher_params, self.teacher_fn, self.anomaly_fn, self.mesh)
+    predictions = evaluation.predict_batches(pipeline.calibration_batches(self.config),
+                                             jax.random.key(self.config.seed), params, self.teacher_params,
+                                             self.teacher_fn, self.anomaly_fn, self.mesh)
     calibrations = [calibration.Calibration(np.sort(row.astype(np.float64)), self.config.eval.threshold_fpr,
                                             self.config.data.calibration_fraction) for row in predictions.scores]
     if jax.process_index() == 0:
@@ -117,7 +122,7 @@ class Run:
     the top level. With the seeds' calibrations, the results also say how their thresholds fare."""
     per_seed = [{} for _ in self.seeds]
     report = report_page.Report(self.config) if write_report and jax.process_index() == 0 else None
-    for subset in data.subset_names(self.config):
+    for subset in layouts.subset_names(self.config):
       predictions = evaluation.predict_subset(self.config, subset, params, self.teacher_params,
                                               self.teacher_fn, self.anomaly_fn, self.mesh)
       for k, results in enumerate(evaluation.subset_results(self.config, predictions, calibrations)):
@@ -172,6 +177,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   One run per workdir (an flock'd WORKDIR/.lock); a checkpoint trained with a config that differs in what it
   trains stops the run before any work; a finished run rerun returns its results and does nothing else.
   """
+  config = config_lib.validate(config)
   if one_model_per_subset(config):
     return per_subset(train, config, workdir)
   workdir = pathlib.Path(workdir)
@@ -192,10 +198,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   first_epoch = 0 if latest is None else latest + 1
   if latest is not None:
     logging.warning("resuming after epoch %d from %s", latest, checkpoints.directory)
-  # Only now: the config either starts the run or matches the checkpoint in everything it trains.
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  writer = jax.process_index() == 0  # Hosts share the workdir: one writes the run's files.
+  if writer:  # Only now: the config either starts the run or matches the checkpoint in everything it trains.
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   steps_per_epoch = pipeline.steps_per_epoch(config)
-  log = summaries.MetricWriter(workdir, resume_after_step=first_epoch * steps_per_epoch)
+  log = summaries.MetricWriter(workdir, resume_after_step=first_epoch * steps_per_epoch, enabled=writer)
 
   total_steps = (config.num_epochs - first_epoch) * steps_per_epoch
   progress = tqdm.tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=jax.process_index() != 0)
@@ -211,10 +218,10 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       progress.update(1)
       if len(pending) == config.log_every_steps or i == steps_per_epoch - 1:
         global_step = epoch * steps_per_epoch + i + 1
-        _write_step_metrics(log, pending, global_step, epoch, lr, run.seeds)
-        progress.set_postfix(epoch=epoch, loss=f"{float(np.mean(jax.device_get(pending[-1]['loss']))):.4f}",
-                             img_s=f"{progress.format_dict['rate'] * images_per_step:.1f}"
-                             if progress.format_dict.get("rate") else "–")
+        window = jax.device_get(pending)  # One device sync per window of steps.
+        _stop_unless_finite(window, global_step, epoch, run.seeds)
+        log.write(global_step, summaries.step_record(window[-1], epoch, lr, run.seeds))
+        summaries.show_progress(progress, epoch, window[-1], images_per_step)
         pending = []
     epoch_seconds = time.perf_counter() - epoch_start
     log.write(epoch * steps_per_epoch + steps_per_epoch, {"epoch": epoch, "epoch_seconds": epoch_seconds,
@@ -241,6 +248,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   the PyTorch code: a .pth/.safetensors/.npz under the published names) instead; with neither and
   num_epochs == 0, the initial model. The results go to `out` (default: the workdir, which is then not written
   when it is another directory)."""
+  config = config_lib.validate(config)
   if one_model_per_subset(config):
     class_out = lambda class_workdir: None if out is None else pathlib.Path(out) / class_workdir.name
     return per_subset(lambda c, w: evaluate(c, w, student_checkpoint, class_out(w)), config, workdir,
@@ -394,10 +402,9 @@ def _finished_results(checkpoints: "checkpoint.Checkpoints", config: ml_collecti
   return json.loads(results.read_text())
 
 
-def _write_step_metrics(log: "summaries.MetricWriter", pending: list[dict], global_step: int, epoch: int,
-                        lr: float, seeds: list[int]) -> None:
-  """Fetches a window of step metrics (one device sync per window), stops on non-finite values, logs means."""
-  window = jax.device_get(pending)
+def _stop_unless_finite(window: list[dict], global_step: int, epoch: int, seeds: list[int]) -> None:
+  """Raises NonFiniteError at the first step of a fetched window whose loss, gradients or parameters are not
+  finite for some seed."""
   for offset, m in enumerate(window):
     if not np.all(m["finite"]):
       bad = [seed for seed, ok in zip(seeds, m["finite"]) if not ok]
@@ -405,14 +412,6 @@ def _write_step_metrics(log: "summaries.MetricWriter", pending: list[dict], glob
       raise NonFiniteError(f"loss, gradients or parameters became NaN/Inf at step {step} (epoch {epoch}) for "
                            f"seed(s) {bad}. Nothing was checkpointed after the last good epoch; lower optim.lr "
                            f"or check the input data, then rerun the same command to resume.")
-  last = window[-1]
-  record = {"epoch": epoch, "lr": lr, "loss": float(np.mean(last["loss"])),
-            "grad_norm": float(np.mean(last["grad_norm"])), "param_norm": float(np.mean(last["param_norm"]))}
-  for s, value in enumerate(np.mean(last["loss_per_scale"], axis=0)):
-    record[f"loss_scale{s + 1}"] = float(value)
-  if len(seeds) > 1:
-    record.update({f"loss_seed{seed}": float(v) for seed, v in zip(seeds, last["loss"])})
-  log.write(global_step, record)
 
 
 def _flatten_results(results: dict, prefix: str) -> dict:
