@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -20,9 +21,9 @@ from configs import synthetic
 from configs.scaling import vit_b_320
 from configs.scaling import vit_l
 from configs.scaling import vit_s
-from mmr_jax import benchmark
 from mmr_jax import objectives
 from mmr_jax import sweep
+from mmr_jax.benchmark import flops
 from mmr_jax.models import mmr
 from mmr_jax.models import teachers
 from mmr_jax.training import sharding
@@ -53,25 +54,25 @@ def run_module(env: dict, module: str, *args: str) -> subprocess.CompletedProces
 
 @pytest.mark.parametrize("visible_tokens,published_gflop", [(117, 21.0), (196, 35.1)])
 def test_vit_b16_flops_match_published_counts(visible_tokens, published_gflop):
-  flops = benchmark.encoder_flops(768, 12, 4.0, 16, visible_tokens)
-  assert flops / 1e9 == pytest.approx(published_gflop, rel=0.02)
+  count = flops.encoder_flops(768, 12, 4.0, 16, visible_tokens)
+  assert count / 1e9 == pytest.approx(published_gflop, rel=0.02)
 
 
 def test_wide_resnet50_2_flops_to_layer3_match_published_count():
   # torchvision's 11.4 GMAC for the whole network, less layer4 and fc (2.2 GMAC): 18.4 GFLOP.
-  flops = benchmark.teacher_flops(teachers.spec("wide_resnet50_2"), 224)
-  assert flops / 1e9 == pytest.approx(18.4, rel=0.02)
+  count = flops.teacher_flops(teachers.spec("wide_resnet50_2"), 224)
+  assert count / 1e9 == pytest.approx(18.4, rel=0.02)
 
 
 def test_training_and_inference_flops_add_up():
-  f = benchmark.analytic_flops(aebad_s.get_config())
+  f = flops.analytic_flops(aebad_s.get_config())
   assert f["train"] == f["teacher"] + 3 * (f["encoder_train"] + f["fpn"])
   assert f["infer"] == f["teacher"] + f["encoder_infer"] + f["fpn"] + f["anomaly_map"]
   # Scaling configs grow the student or the image as they should.
-  flops = {name: benchmark.analytic_flops(module.get_config())
-           for name, module in (("S", vit_s), ("L", vit_l), ("320", vit_b_320))}
-  assert flops["S"]["encoder_infer"] < f["encoder_infer"] < flops["L"]["encoder_infer"]
-  assert flops["320"]["teacher"] == pytest.approx(f["teacher"] * (320 / 224) ** 2, rel=0.03)
+  scaled = {name: flops.analytic_flops(module.get_config())
+            for name, module in (("S", vit_s), ("L", vit_l), ("320", vit_b_320))}
+  assert scaled["S"]["encoder_infer"] < f["encoder_infer"] < scaled["L"]["encoder_infer"]
+  assert scaled["320"]["teacher"] == pytest.approx(f["teacher"] * (320 / 224) ** 2, rel=0.03)
 
 
 def test_benchmark_command_writes_json(tmp_path, command_env):
@@ -89,7 +90,7 @@ def test_benchmark_command_writes_json(tmp_path, command_env):
   assert len(report["train_step_all_s"]) == 2
   config = synthetic.get_config()
   config.model.vit.depth = 1
-  assert report["flops_per_image"] == pytest.approx(benchmark.analytic_flops(config))
+  assert report["flops_per_image"] == pytest.approx(flops.analytic_flops(config))
   assert report["jax_version"] == jax.__version__ and report["device_kind"]
 
 
@@ -182,3 +183,21 @@ def test_published_torch_forms_compute_what_the_lean_port_computes():
   for lean, published in zip(lean_features, published_features):
     torch.testing.assert_close(published, lean, rtol=1e-12, atol=1e-12)
   assert float(published_loss) == pytest.approx(float(lean_loss), rel=1e-12)
+
+
+def test_the_accelerator_check_runs_every_step_on_the_cpu(tmp_path):
+  """tools/accelerator_check.py at a small size: every figure it prints comes out (the GPU run is the note's)."""
+  out = tmp_path / "check"
+  command = [sys.executable, str(ROOT / "tools" / "accelerator_check.py"), "--config=configs/synthetic.py",
+             "--override=--config.model.vit.depth=1", "--override=--config.data.image_size=64",
+             "--override=--config.model.vit.width=128", "--override=--config.model.vit.num_heads=2", "--batch=4",
+             "--max_batch=8", "--steps=1", "--probe_sizes=256", f"--out={out}"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = (out / "summary.txt").read_text()
+  for dtype in ("float32", "bfloat16"):
+    assert re.search(rf"{dtype} on cpu: train [\d.]+ img/s \(\d+ % of peak\), inference [\d.]+ img/s; 4 seeds in one "
+                     rf"program: train [\d.]+×, inference [\d.]+×", summary), summary
+  assert "largest training batch that runs (float32, doubling from 4 to at most 8): 8" in summary
+  assert re.search(r"training transform from 4 MP originals: [\d.]+ img/s per core", summary), summary
+  assert summary.count("32 passed, 0 failed (exit 0)") == 2, summary

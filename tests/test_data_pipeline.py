@@ -1,5 +1,6 @@
 """tf.data pipelines: shapes, normalisation, determinism, host sharding, masks, padding, TFDS, PIL agreement."""
 
+import importlib.util
 import math
 import shutil
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 from PIL import Image
 
 import data_fixtures as fx
-from mmr_jax.data import compare_pil
+from configs import aebad_s
+from mmr_jax.data import benchmark
 from mmr_jax.data import pipeline
 from mmr_jax.data import preprocess
 from mmr_jax.data import sources
@@ -22,6 +24,14 @@ def _fresh_caches():
   pipeline.clear_caches()
   yield
   pipeline.clear_caches()
+
+
+def _tool(name: str):
+  """A script of tools/ (not a package) as a module."""
+  spec = importlib.util.spec_from_file_location(name, fx.REPO / "tools" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def _epoch(config, epoch, seed=0, **kwargs):
@@ -147,7 +157,8 @@ def test_eval_images_and_masks_are_the_torchvision_pil_path(tmp_path):
 
 
 def test_resize_agrees_with_pil_on_large_photo_like_images():
-  """The figures of `python -m mmr_jax.data.compare_pil`, on a 1000-px blade and a 1/f-noise photo."""
+  """The figures of `python tools/compare_pil.py`, on a 1000-px blade and a 1/f-noise photo."""
+  compare_pil = _tool("compare_pil")
   images = compare_pil.sample_images(count=2)["photo-like 1000x1100"]
   for size, bicubic in ((256, False), (224, True)):
     figures = compare_pil.measure(images, size, bicubic)
@@ -302,3 +313,13 @@ def test_folder_without_ground_truth_has_image_labels_only(tmp_path):
   batches = list(pipeline.eval_batches(config, root.name))
   labels = np.concatenate([b["label"][b["valid"]] for b in batches])
   assert sorted(labels.tolist()) == [0, 0, 1, 1]  # By folder: no mask can empty a label.
+
+
+def test_the_transform_benchmark_measures_the_shrunk_route_and_its_difference(capsys):
+  rows = benchmark.transform_rates(aebad_s.get_config(), [0.3], count=2, max_side=256)
+  row = rows[0]
+  assert row["shape"] == (474, 632)
+  assert all(row[key] > 0 for key in ("train", "train_decode", "eval", "eval_decode", "shrink", "train_shrunk"))
+  # The shrunk route is a close, not an exact, copy of the published transform: a few grey levels on average.
+  assert 0 < row["train_diff_mean"] < 4 and 0 < row["eval_diff_mean"] < 4
+  assert "grey-level diff" in capsys.readouterr().out

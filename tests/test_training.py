@@ -284,6 +284,48 @@ def test_two_hosts_train_and_evaluate_as_one(data_root, tmp_path):
     np.testing.assert_allclose(host["maps"], maps, rtol=1e-4, atol=1e-5)
 
 
+MULTIHOST_TRAIN_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax
+    data_root, port, process_id, workdir = sys.argv[1:5]
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(process_id))
+    from mmr_jax import experiment
+    from tests.test_training import tiny_config
+    print(json.dumps(experiment.train(tiny_config(data_root), workdir)))
+""")
+
+
+def test_two_hosts_through_the_top_level_train_leave_one_record(uninterrupted, data_root, tmp_path):
+  """The whole run — lock, checkpoints, calibration, evaluation, reports — on two processes sharing a workdir:
+  the results equal one process's, and the run's files are written once (by process 0)."""
+  with socket.socket() as free:
+    free.bind(("localhost", 0))
+    port = free.getsockname()[1]
+  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  workdir = tmp_path / "run"
+  command = lambda i: [sys.executable, "-c", MULTIHOST_TRAIN_SCRIPT, str(data_root), str(port), str(i), str(workdir)]
+  hosts = [subprocess.Popen(command(i), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    outputs = [host.communicate(timeout=600) for host in hosts]
+  finally:
+    for host in hosts:
+      host.kill()
+  assert [host.returncode for host in hosts] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+  first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+  assert second == {}  # Only process 0 reports.
+  one_process = json.loads((uninterrupted[0] / "results.json").read_text())
+  assert first.keys() == one_process.keys()
+  for subset, row in one_process.items():
+    for metric, value in row.items():
+      if value is not None and not np.isnan(value):
+        assert first[subset][metric] == pytest.approx(value, abs=1e-5), (subset, metric)
+  # Every record once: metrics.jsonl as long as one process's, one set of TensorBoard events.
+  lines = lambda w: len((w / "metrics.jsonl").read_text().splitlines())
+  assert lines(workdir) == lines(uninterrupted[0])
+  assert len(list((workdir / "tensorboard").glob("events.*"))) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A run's record can be trusted: resume compares configs, survives a damaged checkpoint, one run per workdir.
 

@@ -22,7 +22,7 @@ LAYERS = (
     ("evaluation and reports", ("mmr_jax.evaluation", "mmr_jax.reports", "mmr_jax.figures", "mmr_jax.report_page")),
     ("a run", ("mmr_jax.experiment", "mmr_jax.inference")),
     ("commands", ("mmr_jax.cli", "mmr_jax.export", "mmr_jax.parity", "mmr_jax.benchmark", "mmr_jax.sweep",
-                  "mmr_jax.data.benchmark", "mmr_jax.data.compare_pil")),
+                  "mmr_jax.data.benchmark")),
     ("package", ("mmr_jax",)),
 )
 

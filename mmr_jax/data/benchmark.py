@@ -2,6 +2,14 @@
 
     python -m mmr_jax.data.benchmark --config=configs/synthetic.py
     python -m mmr_jax.data.benchmark --config=configs/aebad_s.py --config.data.root=data/synthetic
+    python -m mmr_jax.data.benchmark --config=configs/aebad_s.py --transforms   # per core, 1 / 4 / 9 MP originals
+
+With --transforms: the per-image work alone, on one core (one thread), from generated photo-like originals of
+about 1, 4 and 9 megapixels (PNG): the training transform (RandomResizedCrop, flip, normalisation) and the
+evaluation transform (resize, centre crop), each with the decoded image given and with the PNG decoded first.
+Then the same from originals shrunk once to data.max_image_side (--max_side, antialiased; the route for large
+photographs), with the cost of that shrink and the pixel difference its outputs have from the published
+transform's on the same (scaled) crop boxes, in grey levels.
 
 Measures, in order: building the decoded training set (the first call, which checks every file); training
 epochs with the decoded images cached (the steady state) and, for comparison, decoding every epoch
@@ -12,17 +20,24 @@ is written to data.root first if it is not there yet.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable, Iterable
+
+import numpy as np
+from PIL import Image
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import pipeline
+from mmr_jax.data import preprocess
 from mmr_jax.data import synthetic
+from mmr_jax.data.synthetic import scene
 
 
 
@@ -74,13 +89,86 @@ def run(config, epochs: int) -> dict[str, float]:
   return figures
 
 
+def photo_like(megapixels: float, seed: int) -> np.ndarray:
+  """A uint8 RGB image of about `megapixels` (4:3): smooth colour fields, edges and sensor-like noise, so that PNG
+  compresses it about as poorly as a photograph."""
+  rng = np.random.default_rng(seed)
+  height = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
+  width = int(round(height * 4 / 3))
+  fields = [scene.smooth_noise(rng, (height, width), (6, 8)) for _ in range(3)]
+  edges = (scene.smooth_noise(rng, (height, width), (24, 32)) > 0.4) * 60.0
+  image = 128 + 40 * np.stack(fields, axis=-1) + edges[..., None] + rng.normal(0, 6, (height, width, 3))
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _per_second(work: Callable[[int], object], count: int) -> float:
+  work(0)  # Warm-up.
+  start = time.perf_counter()
+  for i in range(count):
+    work(i)
+  return count / (time.perf_counter() - start)
+
+
+def transform_rates(config, megapixels: Iterable[float], count: int, max_side: int) -> list[dict]:
+  """Per-core rates (images/s) of the training and evaluation transforms from originals of each size, as given and
+  shrunk to `max_side`; the shrink's cost; the shrunk route's grey-level difference from the published one."""
+  data, size = config.data, config.data.image_size
+  rows = []
+  for mp in megapixels:
+    originals = [photo_like(mp, seed) for seed in range(count)]
+    encoded = []
+    for image in originals:
+      buffer = io.BytesIO()
+      Image.fromarray(image).save(buffer, format="PNG", compress_level=6)
+      encoded.append(buffer.getvalue())
+    shapes = np.array([image.shape[:2] for image in originals])
+    boxes = pipeline.crop_boxes(shapes, np.random.default_rng(0), tuple(data.crop_scale), tuple(data.crop_ratio))
+    train = lambda image, box: preprocess.train_transform(image, tuple(box), False, size)
+    evaluate = lambda image: preprocess.eval_transform(image, None, False, data.resize_size, size, False)[0]
+    row = {"megapixels": mp, "shape": tuple(int(v) for v in shapes[0]),
+           "train": _per_second(lambda i: train(originals[i], boxes[i]), count),
+           "train_decode": _per_second(lambda i: train(images.decode_rgb(encoded[i]), boxes[i]), count),
+           "eval": _per_second(lambda i: evaluate(originals[i]), count),
+           "eval_decode": _per_second(lambda i: evaluate(images.decode_rgb(encoded[i])), count)}
+    shrunk = [images.limit_size(image, None, max_side)[0] for image in originals]
+    row["shrink"] = _per_second(lambda i: images.limit_size(originals[i], None, max_side), count)
+    factor = shrunk[0].shape[0] / originals[0].shape[0]
+    small_boxes = [np.maximum(1, np.round(np.asarray(box) * factor)).astype(int) for box in boxes]
+    row["train_shrunk"] = _per_second(lambda i: train(shrunk[i], small_boxes[i]), count)
+    row["eval_shrunk"] = _per_second(lambda i: evaluate(shrunk[i]), count)
+    train_diff = [np.abs(preprocess.denormalize(train(o, b)).astype(int) - preprocess.denormalize(train(s, sb)))
+                  for o, b, s, sb in zip(originals, boxes, shrunk, small_boxes)]
+    eval_diff = [np.abs(evaluate(o).astype(int) - evaluate(s)) for o, s in zip(originals, shrunk)]
+    row.update(train_diff_mean=float(np.mean(train_diff)), train_diff_max=int(np.max(train_diff)),
+               eval_diff_mean=float(np.mean(eval_diff)), eval_diff_max=int(np.max(eval_diff)))
+    rows.append(row)
+  print(f"per core (one thread), {count} PNG originals per size, to {size}² (eval: resize {data.resize_size}, crop "
+        f"{size}); images/s")
+  print(f"{'MP':>4} {'shape':>11} | {'train':>7} {'+decode':>7} | {'eval':>7} {'+decode':>7} | shrunk to {max_side}: "
+        f"{'shrink':>6} {'train':>7} {'eval':>7}  grey-level diff train mean/max, eval mean/max")
+  for r in rows:
+    print(f"{r['megapixels']:4.0f} {r['shape'][0]:>5}×{r['shape'][1]:<5} | {r['train']:7.1f} "
+          f"{r['train_decode']:7.1f} | {r['eval']:7.1f} {r['eval_decode']:7.1f} |             "
+          f"{r['shrink']:6.1f} {r['train_shrunk']:7.1f} {r['eval_shrunk']:7.1f}  "
+          f"{r['train_diff_mean']:.2f}/{r['train_diff_max']}, {r['eval_diff_mean']:.2f}/{r['eval_diff_max']}")
+  return rows
+
+
 def main(argv) -> None:
   del argv
-  run(flags.FLAGS.config, flags.FLAGS.epochs)
+  args = flags.FLAGS
+  if args.transforms:
+    transform_rates(args.config, [float(mp) for mp in args.megapixels], args.count, args.max_side)
+  else:
+    run(args.config, args.epochs)
 
 
 if __name__ == "__main__":
   # Defined here, not at import: a module that defines flags cannot be imported beside another that does.
   config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.", lock_config=False)
   flags.DEFINE_integer("epochs", 3, "Training epochs timed (after a first, warm-up epoch).")
+  flags.DEFINE_bool("transforms", False, "Time the per-image transforms per core instead of the pipelines.")
+  flags.DEFINE_list("megapixels", ["1", "4", "9"], "With --transforms: sizes of the generated originals.")
+  flags.DEFINE_integer("count", 8, "With --transforms: originals per size.")
+  flags.DEFINE_integer("max_side", 512, "With --transforms: the longer side the shrunk route keeps.")
   app.run(main)

@@ -4,7 +4,7 @@ torchvision's Resize, RandomResizedCrop and CenterCrop act on PIL images: PIL re
 height, widening its filter on downscale (antialiasing) and rounding to uint8 after each pass. TF's resize
 differs from it: mean 8-12, max over 100 grey levels without antialiasing on ~1000-px photo-like images;
 mean ~0.1, max up to 6 with it (bicubic overshoot is clipped between PIL's passes). Emulating PIL pass by
-pass in TF agrees within 1 grey level but costs 2-5x PIL's time (`python -m mmr_jax.data.compare_pil` prints
+pass in TF agrees within 1 grey level but costs 2-5x PIL's time (`python tools/compare_pil.py` prints
 these figures). So the pipeline calls PIL itself inside tf.data: the pixels are the published code's, and
 PIL releases the GIL while it resamples, so tf.data's threads run in parallel. No TensorFlow here.
 """

@@ -68,7 +68,7 @@ class Surface:
 
 
 def blade_surface(blade: Blade, camera: Camera, look: Look, rng: np.random.Generator,
-                   hw: tuple[int, int]) -> Surface | None:
+                  hw: tuple[int, int]) -> Surface | None:
   """None when the blade lies outside the image."""
   height, width = hw
   u0, u1, t0, t1 = blade.extent()
@@ -151,7 +151,7 @@ def shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndarr
 
 
 def paste(canvas: np.ndarray, coverage: np.ndarray, surface: Surface, colour: np.ndarray,
-           alpha: np.ndarray) -> None:
+          alpha: np.ndarray) -> None:
   a = alpha[..., None]
   canvas[surface.box] = canvas[surface.box] * (1 - a) + colour * a
   coverage[surface.box] = np.maximum(coverage[surface.box], alpha)

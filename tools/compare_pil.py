@@ -1,6 +1,9 @@
 """How far resize implementations are from the PyTorch/PIL path, in grey levels (0-255), and how fast they are.
 
-    python -m mmr_jax.data.compare_pil
+    python tools/compare_pil.py
+
+A one-off study behind the choice of PIL in mmr_jax/data/preprocess.py; tests/test_data_pipeline.py checks its
+figures.
 
 torchvision's Resize((256, 256)) on a PIL image is PIL's bilinear resize, which widens its filter when it
 downscales (antialiasing), resamples the width then the height and rounds to uint8 after each pass;
