@@ -305,6 +305,9 @@ _FREE_KEYS = ("log_every_steps", "eval_batch_size", "eval_every_epochs", "checkp
               "keep_checkpoints", "num_epochs", "data.root", "data.cache", "data.use_tfds", "data.tfds_data_dir",
               "data.synthetic", "data.resize_size", "data.strict_mask_binarization")
 _FREE_PREFIXES = ("eval.",)
+# Keys added after checkpoints began to record their config, with the value that trains as the runs before them
+# did: a record without one reads as having that value.
+ADDED_KEYS = {"data.calibration_fraction": 0.0, "eval.threshold_fpr": 0.01}
 
 
 def _recorded(config: ml_collections.ConfigDict) -> dict:
@@ -335,7 +338,7 @@ def _check_resumable(meta: dict, config: ml_collections.ConfigDict, epoch: int) 
                           f"config asks for {seeds_of(config)}; use another --workdir or the same seed/num_seeds")
   if "config" not in meta:
     return
-  old, new = meta["config"], _recorded(config)
+  old, new = {**ADDED_KEYS, **meta["config"]}, _recorded(config)
   differing = sorted(key for key in set(old) | set(new) if old.get(key, "(absent)") != new.get(key, "(absent)"))
   blocking = [key for key in differing if not _is_free(key, config)]
   if config.num_epochs < epoch + 1:

@@ -26,20 +26,18 @@ import tqdm
 from mmr_jax import calibration
 from mmr_jax import config as config_lib
 from mmr_jax import errors
+from mmr_jax import experiment
 from mmr_jax import figures
 from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
 from mmr_jax.training import sharding
-from mmr_jax import experiment
 
 CONFIG_FILE = "config.json"
 SCORES_FILE = "scores.csv"
 UNREADABLE_FILE = "unreadable.csv"
 SETTINGS_FILE = "predict.json"
 SCORE_COLUMNS = ("file", "score", "normalised_score", "decision")
-# Keys that config.json files written before they existed lack, with the value that reproduces those runs.
-_ADDED_KEYS = {"data.calibration_fraction": 0.0, "eval.threshold_fpr": 0.01}
 
 
 def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
@@ -51,7 +49,7 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   as_tuples = lambda value: tuple(value) if isinstance(value, list) else value
   tree = json.loads(path.read_text(), object_hook=lambda d: {k: as_tuples(v) for k, v in d.items()})
   config = ml_collections.ConfigDict(tree)
-  for key, value in _ADDED_KEYS.items():
+  for key, value in experiment.ADDED_KEYS.items():  # A config.json written before they existed.
     section, leaf = key.split(".")
     if leaf not in config[section]:
       config[section][leaf] = value

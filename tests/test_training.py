@@ -480,3 +480,13 @@ def test_a_non_finite_step_stops_the_run_naming_the_step_and_the_seed():
   with pytest.raises(experiment.NonFiniteError, match=r"at step 9 \(epoch 2\) for seed\(s\) \[55\]"):
     experiment._stop_unless_finite([good, bad, good], global_step=10, epoch=2, seeds=[54, 55])
   experiment._stop_unless_finite([good, good], global_step=10, epoch=2, seeds=[54, 55])  # Finite: no error.
+
+
+def test_a_checkpoint_recorded_before_a_key_existed_resumes_with_the_value_that_reproduces_it(data_root):
+  config = tiny_config(data_root, **{"data.calibration_fraction": 0.0})
+  recorded = experiment._recorded(config)
+  del recorded["data.calibration_fraction"]  # As a checkpoint of a run before calibration existed.
+  meta = {"seeds": experiment.seeds_of(config), "config": recorded}
+  experiment._check_resumable(meta, config, epoch=0)
+  with pytest.raises(errors.RunError, match="data.calibration_fraction"):
+    experiment._check_resumable(meta, tiny_config(data_root), epoch=0)  # Holds out 1/8: trains otherwise.
