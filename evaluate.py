@@ -18,6 +18,7 @@ FLAGS = flags.FLAGS
 
 def evaluate(config):
   from mmr_jax import experiment  # after cli's start-up
+
   if experiment.evaluate(config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.out):
     print(open(f"{FLAGS.out or FLAGS.workdir}/results.md").read())
 

@@ -15,6 +15,7 @@ FLAGS = flags.FLAGS
 
 def train(config):
   from mmr_jax import experiment  # after cli's start-up
+
   if experiment.train(config, FLAGS.workdir):
     print(open(f"{FLAGS.workdir}/results.md").read())
 

@@ -11,17 +11,18 @@ from mmr_jax.training import optimizer
 
 # Student encoder sizes (MAE/ViT conventions; head width 64).
 VIT_SIZES = {
-    "Ti": dict(width=192, depth=12, num_heads=3),
-    "S": dict(width=384, depth=12, num_heads=6),
-    "B": dict(width=768, depth=12, num_heads=12),
-    "L": dict(width=1024, depth=24, num_heads=16),
-    # For tests and the CPU demo only.
-    "micro": dict(width=128, depth=2, num_heads=2),
+  "Ti": dict(width=192, depth=12, num_heads=3),
+  "S": dict(width=384, depth=12, num_heads=6),
+  "B": dict(width=768, depth=12, num_heads=12),
+  "L": dict(width=1024, depth=24, num_heads=16),
+  # For tests and the CPU demo only.
+  "micro": dict(width=128, depth=2, num_heads=2),
 }
 
 
 def vit_config(size: str = "B") -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       size=size,
       patch_size=16,
       mlp_ratio=4.0,
@@ -29,7 +30,8 @@ def vit_config(size: str = "B") -> ml_collections.ConfigDict:
       # resize it with PyTorch's bicubic interpolation (§1).
       pretrain_grid=14,
       **VIT_SIZES[size],
-  ))
+    )
+  )
 
 
 def published_resize(image_size: int) -> int:
@@ -50,7 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.log_every_steps = 10
 
-  c.data = ml_collections.ConfigDict(dict(
+  c.data = ml_collections.ConfigDict(
+    dict(
       name="aebad_s",  # aebad_s | aebad_v | mvtec | folder
       root="data",
       # Subsets evaluated separately, then averaged (AeBAD-S domains, AeBAD-V videos, MVTec classes).
@@ -84,9 +87,11 @@ def get_config() -> ml_collections.ConfigDict:
       # True: generate the embedded AeBAD-like dataset under root if it is absent (configs/synthetic.py).
       synthetic=False,
       synthetic_seed=0,
-  ))
+    )
+  )
 
-  c.model = ml_collections.ConfigDict(dict(
+  c.model = ml_collections.ConfigDict(
+    dict(
       vit=vit_config("B"),
       # wide_resnet50_2 | resnet50 | resnet18 | efficientnet_lite0/1/2 | resnet_micro (random; tests). Its widths
       # set the FPN's (§2); models/teachers.py lists them.
@@ -102,20 +107,24 @@ def get_config() -> ml_collections.ConfigDict:
       # the published figures are float32 (the paper's GPU, an RTX 2080 Ti, has no TF32) and the parity proof is
       # float32; "default" is several times faster on GPUs/TPUs for scaling studies. The CPU is float32 in all three.
       precision="highest",
-  ))
+    )
+  )
 
   # lr, warmup_epochs, decay_epochs, decay_factor, weight_decay, b1, b2, eps: the published values (§6), defined
   # where the parity check reads them too.
   c.optim = optimizer.published_settings()
 
-  c.init = ml_collections.ConfigDict(dict(
+  c.init = ml_collections.ConfigDict(
+    dict(
       # Pretrained weights: a name from mmr_jax.weights.catalog (fetched and cached), a file path, or "" for
       # random initialisation.
       student="mae_visualize_vit_base",
       teacher="wide_resnet50_2",
-  ))
+    )
+  )
 
-  c.eval = ml_collections.ConfigDict(dict(
+  c.eval = ml_collections.ConfigDict(
+    dict(
       gaussian_sigma=4.0,
       gaussian_truncate=4.0,
       # Heatmap overlays in report.html per subset and kind of image (normal, each defect type): the worst
@@ -128,5 +137,6 @@ def get_config() -> ml_collections.ConfigDict:
       # False-positive rate on the held-out normals at which the decision threshold is set (predict.py --fpr
       # overrides it).
       threshold_fpr=0.01,
-  ))
+    )
+  )
   return c

@@ -30,6 +30,7 @@ FILE_NAME = "calibration.json"
 @dataclasses.dataclass(frozen=True)
 class Calibration:
   """One seed's held-out normal scores and the threshold at `fpr`."""
+
   scores: np.ndarray  # (n,) float64, ascending.
   fpr: float
   fraction: float  # data.calibration_fraction that held them out.
@@ -58,12 +59,16 @@ class Calibration:
 
   def describe(self) -> str:
     n = len(self.scores)
-    text = (f"threshold {self.threshold:.5g} at {100 * self.fpr:g} % false positives on {n} held-out normal "
-            f"images ({100 * self.held_out_fpr():.1f} % of them above it)")
+    text = (
+      f"threshold {self.threshold:.5g} at {100 * self.fpr:g} % false positives on {n} held-out normal "
+      f"images ({100 * self.held_out_fpr():.1f} % of them above it)"
+    )
     if n * self.fpr < 1:
-      text += (f"; {n} held-out images resolve rates down to {100 / n:.3g} % only, so the threshold is their "
-               f"maximum ({int(np.ceil(1 / self.fpr))} would resolve {100 * self.fpr:g} %: a larger "
-               f"data.calibration_fraction or more training images)")
+      text += (
+        f"; {n} held-out images resolve rates down to {100 / n:.3g} % only, so the threshold is their "
+        f"maximum ({int(np.ceil(1 / self.fpr))} would resolve {100 * self.fpr:g} %: a larger "
+        f"data.calibration_fraction or more training images)"
+      )
     return text
 
 
@@ -76,11 +81,16 @@ def threshold_at_fpr(normal_scores: np.ndarray, fpr: float) -> float:
   return float(descending[min(allowed, len(descending) - 1)])
 
 
-def write(directory: pathlib.Path, seeds: Sequence[int], scores: np.ndarray, names: Sequence[str],
-          fraction: float, fpr: float) -> list[Calibration]:
+def write(
+  directory: pathlib.Path, seeds: Sequence[int], scores: np.ndarray, names: Sequence[str], fraction: float, fpr: float
+) -> list[Calibration]:
   """Writes DIRECTORY/calibration.json from the held-out scores (K, n) of K seeds; returns their Calibrations."""
-  record = {"fraction": fraction, "fpr": fpr, "images": list(map(str, names)),
-            "seeds": {str(seed): [float(v) for v in row] for seed, row in zip(seeds, scores)}}
+  record = {
+    "fraction": fraction,
+    "fpr": fpr,
+    "images": list(map(str, names)),
+    "seeds": {str(seed): [float(v) for v in row] for seed, row in zip(seeds, scores)},
+  }
   directory.mkdir(parents=True, exist_ok=True)
   temporary = directory / f".{FILE_NAME}.tmp"
   temporary.write_text(json.dumps(record, indent=1) + "\n")

@@ -43,6 +43,7 @@ def _main(argv: list[str], body: Callable) -> None:
     raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}; flags take the form --name=value")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads and writes at INFO.
   import jax  # after the relaunch: see the module docstring
+
   if "multihost" in FLAGS and FLAGS.multihost:
     jax.distributed.initialize()
   runtime.enable_compilation_cache()
@@ -56,6 +57,7 @@ def _main(argv: list[str], body: Callable) -> None:
     config = config_lib.validate(FLAGS.config) if "config" in FLAGS else None
     if config is not None and config.data.synthetic:
       from mmr_jax.data import synthetic
+
       synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
     body(config)
 

@@ -13,9 +13,9 @@ from mmr_jax.models import mmr
 from mmr_jax.models import teachers
 
 
-
 class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work; the message names the key and what to set instead."""
+
   exit_code = 2
 
 
@@ -45,18 +45,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(config.num_epochs >= 0, f"num_epochs must be ≥ 0, got {config.num_epochs}")
   _require(config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}")
   _require(config.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1, got {config.eval_batch_size}")
-  _require(config.checkpoint_every_epochs >= 1,
-           f"checkpoint_every_epochs must be ≥ 1, got {config.checkpoint_every_epochs}")
+  _require(
+    config.checkpoint_every_epochs >= 1, f"checkpoint_every_epochs must be ≥ 1, got {config.checkpoint_every_epochs}"
+  )
   _require(config.eval_every_epochs >= 0, f"eval_every_epochs must be ≥ 0, got {config.eval_every_epochs}")
 
   data = config.data
-  _require(data.name in layouts.DATASET_NAMES,
-           f"data.name must be one of {layouts.DATASET_NAMES}, got {data.name!r}")
+  _require(data.name in layouts.DATASET_NAMES, f"data.name must be one of {layouts.DATASET_NAMES}, got {data.name!r}")
   _require(bool(data.root), "data.root is empty: pass --config.data.root=DIR, the folder that holds the dataset")
   _require(len(data.subsets) >= 1, "data.subsets must name at least one test subset")
   size, patch = data.image_size, config.model.vit.patch_size
-  _require(size > 0 and size % patch == 0,
-           f"data.image_size must be a positive multiple of the patch size {patch}, got {size}")
+  _require(
+    size > 0 and size % patch == 0, f"data.image_size must be a positive multiple of the patch size {patch}, got {size}"
+  )
   # resize_size < image_size is allowed: the centre crop then pads a black border, as torchvision's does.
   _require(data.resize_size > 0, f"data.resize_size must be > 0, got {data.resize_size}")
   low, high = data.crop_scale
@@ -64,33 +65,47 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(0 < data.crop_ratio[0] <= data.crop_ratio[1], "data.crop_ratio must be increasing and positive")
   _require(0 <= data.hflip_prob <= 1, f"data.hflip_prob must lie in [0, 1], got {data.hflip_prob}")
   _require(data.min_epoch_images >= 0, f"data.min_epoch_images must be ≥ 0, got {data.min_epoch_images}")
-  _require(data.max_image_side == 0 or data.max_image_side >= max(data.resize_size, size),
-           f"data.max_image_side ({data.max_image_side}) must be 0 (keep the originals) or ≥ data.resize_size "
-           f"({data.resize_size}) and ≥ data.image_size ({size}), so that no image is shrunk below what the test "
-           f"resize or the training crop needs")
-  _require(0 <= data.calibration_fraction < 1,
-           f"data.calibration_fraction must lie in [0, 1) (0: no held-out normals, the published protocol), got "
-           f"{data.calibration_fraction}")
+  _require(
+    data.max_image_side == 0 or data.max_image_side >= max(data.resize_size, size),
+    f"data.max_image_side ({data.max_image_side}) must be 0 (keep the originals) or ≥ data.resize_size "
+    f"({data.resize_size}) and ≥ data.image_size ({size}), so that no image is shrunk below what the test "
+    f"resize or the training crop needs",
+  )
+  _require(
+    0 <= data.calibration_fraction < 1,
+    f"data.calibration_fraction must lie in [0, 1) (0: no held-out normals, the published protocol), got "
+    f"{data.calibration_fraction}",
+  )
 
   model = config.model
   vit = model.vit
-  _require(vit.width % vit.num_heads == 0,
-           f"model.vit.width ({vit.width}) must be divisible by model.vit.num_heads ({vit.num_heads})")
+  _require(
+    vit.width % vit.num_heads == 0,
+    f"model.vit.width ({vit.width}) must be divisible by model.vit.num_heads ({vit.num_heads})",
+  )
   _require(vit.width % 4 == 0, f"model.vit.width must be a multiple of 4 (2-D sin-cos table), got {vit.width}")
-  _require(model.teacher in teachers.TEACHERS,
-           f"model.teacher must be one of {tuple(teachers.TEACHERS)}, got {model.teacher!r}")
+  _require(
+    model.teacher in teachers.TEACHERS,
+    f"model.teacher must be one of {tuple(teachers.TEACHERS)}, got {model.teacher!r}",
+  )
   _require(0 <= model.mask_ratio < 1, f"model.mask_ratio must lie in [0, 1), got {model.mask_ratio}")
-  _require(model.compute_dtype in mmr.COMPUTE_DTYPES,
-           f"model.compute_dtype must be one of {tuple(mmr.COMPUTE_DTYPES)}, got {model.compute_dtype!r}")
-  _require(model.conv3x3 in layers.CONV3X3_FORMS,
-           f"model.conv3x3 must be one of {layers.CONV3X3_FORMS}, got {model.conv3x3!r}")
-  _require(model.precision in layers.PRECISIONS,
-           f"model.precision must be one of {layers.PRECISIONS}, got {model.precision!r}")
-  _require(0 <= config.eval.test_mask_ratio < 1,
-           f"eval.test_mask_ratio must lie in [0, 1), got {config.eval.test_mask_ratio}")
-  _require(0 < config.eval.threshold_fpr < 1,
-           f"eval.threshold_fpr must lie in (0, 1), e.g. 0.01 for a 1 % false-positive rate, got "
-           f"{config.eval.threshold_fpr}")
+  _require(
+    model.compute_dtype in mmr.COMPUTE_DTYPES,
+    f"model.compute_dtype must be one of {tuple(mmr.COMPUTE_DTYPES)}, got {model.compute_dtype!r}",
+  )
+  _require(
+    model.conv3x3 in layers.CONV3X3_FORMS, f"model.conv3x3 must be one of {layers.CONV3X3_FORMS}, got {model.conv3x3!r}"
+  )
+  _require(
+    model.precision in layers.PRECISIONS, f"model.precision must be one of {layers.PRECISIONS}, got {model.precision!r}"
+  )
+  _require(
+    0 <= config.eval.test_mask_ratio < 1, f"eval.test_mask_ratio must lie in [0, 1), got {config.eval.test_mask_ratio}"
+  )
+  _require(
+    0 < config.eval.threshold_fpr < 1,
+    f"eval.threshold_fpr must lie in (0, 1), e.g. 0.01 for a 1 % false-positive rate, got {config.eval.threshold_fpr}",
+  )
 
   optim = config.optim
   _require(optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}")

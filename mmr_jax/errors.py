@@ -11,11 +11,13 @@ from typing import Callable
 class UserError(Exception):
   """A problem with the user's config, data, weights, workdir or checkpoints, not with the code. Exit codes:
   2 config, 3 data, 4 weights, 6 workdir and checkpoints."""
+
   exit_code = 2
 
 
 class RunError(UserError):
   """The workdir cannot serve this run: a checkpoint trained with another config, a lock held by another run."""
+
   exit_code = 6
 
 

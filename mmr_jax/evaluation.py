@@ -17,6 +17,7 @@ from mmr_jax.training import sharding
 @dataclasses.dataclass
 class SubsetPredictions:
   """Anomaly maps of one test subset for K seeds, with its ground truth."""
+
   maps: np.ndarray  # (K, N, H, W) float32, smoothed.
   scores: np.ndarray  # (K, N)
   masks: np.ndarray  # (N, H, W) uint8
@@ -25,18 +26,33 @@ class SubsetPredictions:
   kinds: np.ndarray  # (N,) defect types, "good" for normal images
 
 
-def predict_subset(config: ml_collections.ConfigDict, subset: str, params: Any, teacher_params: Any,
-                   teacher_fn: Callable, anomaly_fn: Callable, mesh: jax.sharding.Mesh) -> SubsetPredictions:
+def predict_subset(
+  config: ml_collections.ConfigDict,
+  subset: str,
+  params: Any,
+  teacher_params: Any,
+  teacher_fn: Callable,
+  anomaly_fn: Callable,
+  mesh: jax.sharding.Mesh,
+) -> SubsetPredictions:
   """Runs the students (params with a leading seed axis) over one subset's test images."""
   # Masking noise at test time (eval.test_mask_ratio > 0; unused at the published 0): a pure function of the
   # run's seed, the subset and the batch, so that evaluating again gives the same maps.
   subset_key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
-  return predict_batches(pipeline.eval_batches(config, subset), subset_key, params, teacher_params, teacher_fn,
-                         anomaly_fn, mesh)
+  return predict_batches(
+    pipeline.eval_batches(config, subset), subset_key, params, teacher_params, teacher_fn, anomaly_fn, mesh
+  )
 
 
-def predict_batches(batches: Iterable[dict], key: jax.Array, params: Any, teacher_params: Any, teacher_fn: Callable,
-                    anomaly_fn: Callable, mesh: jax.sharding.Mesh) -> SubsetPredictions:
+def predict_batches(
+  batches: Iterable[dict],
+  key: jax.Array,
+  params: Any,
+  teacher_params: Any,
+  teacher_fn: Callable,
+  anomaly_fn: Callable,
+  mesh: jax.sharding.Mesh,
+) -> SubsetPredictions:
   """Runs the students over evaluation batches (pipeline.eval_batches' form); batch i masks with fold_in(key, i)
   when eval.test_mask_ratio > 0."""
   maps, scores, masks, labels, names, kinds = [], [], [], [], [], []
@@ -56,9 +72,13 @@ def predict_batches(batches: Iterable[dict], key: jax.Array, params: Any, teache
     names.append(batch["name"][valid])
     kinds.append(batch["kind"][valid])
   return SubsetPredictions(
-      maps=np.concatenate(maps, axis=1), scores=np.concatenate(scores, axis=1),
-      masks=np.concatenate(masks), labels=np.concatenate(labels), names=np.concatenate(names),
-      kinds=np.concatenate(kinds))
+    maps=np.concatenate(maps, axis=1),
+    scores=np.concatenate(scores, axis=1),
+    masks=np.concatenate(masks),
+    labels=np.concatenate(labels),
+    names=np.concatenate(names),
+    kinds=np.concatenate(kinds),
+  )
 
 
 def test_images(config: ml_collections.ConfigDict, subset: str, indices: Sequence[int]) -> np.ndarray:
@@ -75,15 +95,24 @@ def test_images(config: ml_collections.ConfigDict, subset: str, indices: Sequenc
   return np.stack([wanted[int(i)] for i in indices])
 
 
-def subset_results(config: ml_collections.ConfigDict, predictions: SubsetPredictions,
-                   calibrations: Sequence[calibration.Calibration] | None = None) -> list[dict]:
+def subset_results(
+  config: ml_collections.ConfigDict,
+  predictions: SubsetPredictions,
+  calibrations: Sequence[calibration.Calibration] | None = None,
+) -> list[dict]:
   """The metrics of one subset, one dict per seed: image_auroc, pixel_auroc, pro (published), aupro; with the
   seeds' calibrations, also how their thresholds fare here (metrics.decisions_at), as information."""
   has_masks = pipeline.has_masks(config)
   results = []
   for k in range(predictions.maps.shape[0]):
-    row = metrics.subset_metrics(predictions.maps[k], predictions.masks, predictions.labels, predictions.scores[k],
-                                 has_masks=has_masks, fpr_limit=config.eval.aupro_fpr_limit)
+    row = metrics.subset_metrics(
+      predictions.maps[k],
+      predictions.masks,
+      predictions.labels,
+      predictions.scores[k],
+      has_masks=has_masks,
+      fpr_limit=config.eval.aupro_fpr_limit,
+    )
     if calibrations:
       row.update(metrics.decisions_at(predictions.scores[k], predictions.labels, calibrations[k].threshold))
     results.append(row)

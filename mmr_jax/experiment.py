@@ -63,8 +63,14 @@ class Run:
     precision = config.model.precision
     self.teacher_fn = steps.make_teacher_fn(self.teacher, self.mesh, precision)
     self.train_step = steps.make_train_step(self.student, self.tx, config.model.mask_ratio, self.mesh, precision)
-    self.anomaly_fn = steps.make_anomaly_fn(self.student, self.mesh, config.eval.gaussian_sigma,
-                                            config.eval.gaussian_truncate, config.eval.test_mask_ratio, precision)
+    self.anomaly_fn = steps.make_anomaly_fn(
+      self.student,
+      self.mesh,
+      config.eval.gaussian_sigma,
+      config.eval.gaussian_truncate,
+      config.eval.test_mask_ratio,
+      precision,
+    )
 
   def initial_state(self) -> steps.TrainState:
     """Seed s: key(s) → (student init key, training key); the same in a K-seed run and a one-seed run."""
@@ -84,8 +90,10 @@ class Run:
 
     keys = jnp.stack([jax.random.key(seed) for seed in self.seeds])
     replicated = sharding.replicated(self.mesh)
-    return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-                                  jax.eval_shape(jax.vmap(fresh), keys))
+    return jax.tree_util.tree_map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      jax.eval_shape(jax.vmap(fresh), keys),
+    )
 
   def global_batch(self, epoch: int) -> Any:
     """Yields (images (K, B, H, W, 3), weights (K, B)) global arrays: seed k's batch stream is that seed's own data
@@ -96,35 +104,60 @@ class Run:
     for batches in zip(*streams):
       images = np.stack([b["image"] for b in batches])
       weights = np.stack([b["weight"] for b in batches])
-      yield (sharding.put_global_batch(images, batch_sharding, batch_axis=1),
-             sharding.put_global_batch(weights, batch_sharding, batch_axis=1))
+      yield (
+        sharding.put_global_batch(images, batch_sharding, batch_axis=1),
+        sharding.put_global_batch(weights, batch_sharding, batch_axis=1),
+      )
 
   def calibrate(self, params: Any, workdir: pathlib.Path) -> list[calibration.Calibration] | None:
     """Scores the held-out normal training images (data.calibration_fraction) and writes calibration.json; returns
     the K seeds' calibrations, or None when nothing was held out (the published protocol)."""
     if sources.calibration_set(self.config) is None:
       return None
-    predictions = evaluation.predict_batches(pipeline.calibration_batches(self.config),
-                                             jax.random.key(self.config.seed), params, self.teacher_params,
-                                             self.teacher_fn, self.anomaly_fn, self.mesh)
-    calibrations = [calibration.Calibration(np.sort(row.astype(np.float64)), self.config.eval.threshold_fpr,
-                                            self.config.data.calibration_fraction) for row in predictions.scores]
+    predictions = evaluation.predict_batches(
+      pipeline.calibration_batches(self.config),
+      jax.random.key(self.config.seed),
+      params,
+      self.teacher_params,
+      self.teacher_fn,
+      self.anomaly_fn,
+      self.mesh,
+    )
+    calibrations = [
+      calibration.Calibration(
+        np.sort(row.astype(np.float64)), self.config.eval.threshold_fpr, self.config.data.calibration_fraction
+      )
+      for row in predictions.scores
+    ]
     if jax.process_index() == 0:
-      calibration.write(workdir, self.seeds, predictions.scores, predictions.names,
-                        self.config.data.calibration_fraction, self.config.eval.threshold_fpr)
-    logging.warning("calibrated: %s", "; ".join(f"seed {seed}: {c.describe()}"
-                                                for seed, c in zip(self.seeds, calibrations)))
+      calibration.write(
+        workdir,
+        self.seeds,
+        predictions.scores,
+        predictions.names,
+        self.config.data.calibration_fraction,
+        self.config.eval.threshold_fpr,
+      )
+    logging.warning(
+      "calibrated: %s", "; ".join(f"seed {seed}: {c.describe()}" for seed, c in zip(self.seeds, calibrations))
+    )
     return calibrations
 
-  def evaluate(self, params: Any, workdir: pathlib.Path, write_report: bool = True,
-               calibrations: list[calibration.Calibration] | None = None) -> dict:
+  def evaluate(
+    self,
+    params: Any,
+    workdir: pathlib.Path,
+    write_report: bool = True,
+    calibrations: list[calibration.Calibration] | None = None,
+  ) -> dict:
     """All test subsets, K seeds; writes results.json / results.md (and report.html with its figures); returns
     the top level. With the seeds' calibrations, the results also say how their thresholds fare."""
     per_seed = [{} for _ in self.seeds]
     report = report_page.Report(self.config) if write_report and jax.process_index() == 0 else None
     for subset in layouts.subset_names(self.config):
-      predictions = evaluation.predict_subset(self.config, subset, params, self.teacher_params,
-                                              self.teacher_fn, self.anomaly_fn, self.mesh)
+      predictions = evaluation.predict_subset(
+        self.config, subset, params, self.teacher_params, self.teacher_fn, self.anomaly_fn, self.mesh
+      )
       for k, results in enumerate(evaluation.subset_results(self.config, predictions, calibrations)):
         per_seed[k][subset] = results
       if report:
@@ -145,8 +178,10 @@ class Run:
 def _describe(config: ml_collections.ConfigDict) -> str:
   vit = config.model.vit
   student = f"ViT {vit.width} wide × {vit.depth} blocks"
-  return (f"MMR on {config.data.name} ({student} student, {config.model.teacher} teacher, "
-          f"{config.data.image_size} px, {config.num_epochs} epochs)")
+  return (
+    f"MMR on {config.data.name} ({student} student, {config.model.teacher} teacher, "
+    f"{config.data.image_size} px, {config.num_epochs} epochs)"
+  )
 
 
 def one_model_per_subset(config: ml_collections.ConfigDict) -> bool:
@@ -154,8 +189,9 @@ def one_model_per_subset(config: ml_collections.ConfigDict) -> bool:
   return config.data.name == "mvtec" and len(config.data.subsets) > 1
 
 
-def per_subset(run_one, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-               results_dir: str | pathlib.Path | None = None) -> dict:
+def per_subset(
+  run_one, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, results_dir: str | pathlib.Path | None = None
+) -> dict:
   """Runs `run_one(config, workdir)` for each class in WORKDIR/<class>, then writes the combined table; the
   per-class and combined results are read from and written to `results_dir` (default: the workdir)."""
   workdir = pathlib.Path(workdir)
@@ -224,13 +260,21 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         summaries.show_progress(progress, epoch, window[-1], images_per_step)
         pending = []
     epoch_seconds = time.perf_counter() - epoch_start
-    log.write(epoch * steps_per_epoch + steps_per_epoch, {"epoch": epoch, "epoch_seconds": epoch_seconds,
-                                                          "images_per_second": steps_per_epoch * images_per_step
-                                                          / max(epoch_seconds, 1e-9)})
+    log.write(
+      epoch * steps_per_epoch + steps_per_epoch,
+      {
+        "epoch": epoch,
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": steps_per_epoch * images_per_step / max(epoch_seconds, 1e-9),
+      },
+    )
     last = epoch == config.num_epochs - 1
     if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
-      checkpoints.save(epoch, state, {"epoch": epoch, "seeds": run.seeds, "steps_per_epoch": steps_per_epoch,
-                                      "config": _recorded(config)})
+      checkpoints.save(
+        epoch,
+        state,
+        {"epoch": epoch, "seeds": run.seeds, "steps_per_epoch": steps_per_epoch, "config": _recorded(config)},
+      )
     if config.eval_every_epochs and (epoch + 1) % config.eval_every_epochs == 0 and not last:
       results = run.evaluate(state.params, workdir / f"eval_epoch_{epoch}", write_report=False)
       log.write(epoch * steps_per_epoch + steps_per_epoch, _flatten_results(results, "eval"))
@@ -242,8 +286,12 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   return results
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-             student_checkpoint: str | None = None, out: str | pathlib.Path | None = None) -> dict:
+def evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str | pathlib.Path,
+  student_checkpoint: str | None = None,
+  out: str | pathlib.Path | None = None,
+) -> dict:
   """Evaluates WORKDIR's last checkpoint; with `student_checkpoint`, a converted student (e.g. one trained with
   the PyTorch code: a .pth/.safetensors/.npz under the published names) instead; with neither and
   num_epochs == 0, the initial model. The results go to `out` (default: the workdir, which is then not written
@@ -251,8 +299,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   config = config_lib.validate(config)
   if one_model_per_subset(config):
     class_out = lambda class_workdir: None if out is None else pathlib.Path(out) / class_workdir.name
-    return per_subset(lambda c, w: evaluate(c, w, student_checkpoint, class_out(w)), config, workdir,
-                      results_dir=out)
+    return per_subset(lambda c, w: evaluate(c, w, student_checkpoint, class_out(w)), config, workdir, results_dir=out)
   workdir = pathlib.Path(workdir)
   out = workdir if out is None else pathlib.Path(out)
   if student_checkpoint and config.num_seeds != 1:
@@ -285,25 +332,41 @@ def restore_state(run: Run, workdir: pathlib.Path) -> tuple[steps.TrainState, in
       _check_resumable(checkpoints.read_meta(latest), run.config, latest)
       return checkpoints.restore(latest, run.abstract_state())[0], latest
     except checkpoint.Unreadable as error:
-      raise errors.RunError(f"the checkpoint of epoch {latest} in {checkpoints.directory} cannot be read "
-                            f"({error}); `python train.py` with this workdir sets it aside and retrains from "
-                            f"the one before") from error
+      raise errors.RunError(
+        f"the checkpoint of epoch {latest} in {checkpoints.directory} cannot be read "
+        f"({error}); `python train.py` with this workdir sets it aside and retrains from "
+        f"the one before"
+      ) from error
   finally:
     checkpoints.close()
 
 
 def _no_checkpoint(workdir: pathlib.Path) -> errors.RunError:
-  return errors.RunError(f"no checkpoint in {workdir.absolute() / 'checkpoints'}: train first with "
-                         f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint (or "
-                         f"--config.num_epochs=0 to score the untrained model)")
+  return errors.RunError(
+    f"no checkpoint in {workdir.absolute() / 'checkpoints'}: train first with "
+    f"`python train.py --config=... --workdir={workdir}`, or pass --checkpoint (or "
+    f"--config.num_epochs=0 to score the untrained model)"
+  )
 
 
 # Keys that do not change what a checkpoint trained: they may differ on resume (and are noted). Everything else
 # must match. num_epochs may grow (never below the epochs already trained); data.subsets chooses test sets only,
 # except for MVTec, whose subset is the class trained.
-_FREE_KEYS = ("log_every_steps", "eval_batch_size", "eval_every_epochs", "checkpoint_every_epochs",
-              "keep_checkpoints", "num_epochs", "data.root", "data.cache", "data.use_tfds", "data.tfds_data_dir",
-              "data.synthetic", "data.resize_size", "data.strict_mask_binarization")
+_FREE_KEYS = (
+  "log_every_steps",
+  "eval_batch_size",
+  "eval_every_epochs",
+  "checkpoint_every_epochs",
+  "keep_checkpoints",
+  "num_epochs",
+  "data.root",
+  "data.cache",
+  "data.use_tfds",
+  "data.tfds_data_dir",
+  "data.synthetic",
+  "data.resize_size",
+  "data.strict_mask_binarization",
+)
 _FREE_PREFIXES = ("eval.",)
 # Keys added after checkpoints began to record their config, with the value that trains as the runs before them
 # did: a record without one reads as having that value.
@@ -312,6 +375,7 @@ ADDED_KEYS = {"data.calibration_fraction": 0.0, "eval.threshold_fpr": 0.01}
 
 def _recorded(config: ml_collections.ConfigDict) -> dict:
   """The config as saved in each checkpoint's meta: flat dotted keys, JSON values (tuples become lists)."""
+
   def flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
@@ -320,6 +384,7 @@ def _recorded(config: ml_collections.ConfigDict) -> dict:
       else:
         flat[f"{prefix}{key}"] = value
     return flat
+
   return flatten(json.loads(config.to_json_best_effort()))
 
 
@@ -334,8 +399,10 @@ def _check_resumable(meta: dict, config: ml_collections.ConfigDict, epoch: int) 
   matters, old and new); logs the keys that differ but do not matter. Checkpoints written before configs were
   recorded are checked on their seeds only."""
   if list(meta.get("seeds", [])) != seeds_of(config):
-    raise errors.RunError(f"the checkpoint in this workdir was trained with seeds {meta.get('seeds')}, but the "
-                          f"config asks for {seeds_of(config)}; use another --workdir or the same seed/num_seeds")
+    raise errors.RunError(
+      f"the checkpoint in this workdir was trained with seeds {meta.get('seeds')}, but the "
+      f"config asks for {seeds_of(config)}; use another --workdir or the same seed/num_seeds"
+    )
   if "config" not in meta:
     return
   old, new = {**ADDED_KEYS, **meta["config"]}, _recorded(config)
@@ -344,18 +411,24 @@ def _check_resumable(meta: dict, config: ml_collections.ConfigDict, epoch: int) 
   if config.num_epochs < epoch + 1:
     blocking.append("num_epochs")
   if blocking:
-    lines = "\n".join(f"  {key}: {old.get(key, '(absent)')!r} in the checkpoint, {new.get(key, '(absent)')!r} now"
-                      for key in blocking)
-    raise errors.RunError(f"the checkpoint of epoch {epoch} was trained with another config ({len(blocking)} "
-                          f"key(s) differ in what they train; num_epochs may only grow):\n{lines}\nRerun with the "
-                          f"checkpoint's config (config.json in the workdir), or train into another --workdir.")
+    lines = "\n".join(
+      f"  {key}: {old.get(key, '(absent)')!r} in the checkpoint, {new.get(key, '(absent)')!r} now" for key in blocking
+    )
+    raise errors.RunError(
+      f"the checkpoint of epoch {epoch} was trained with another config ({len(blocking)} "
+      f"key(s) differ in what they train; num_epochs may only grow):\n{lines}\nRerun with the "
+      f"checkpoint's config (config.json in the workdir), or train into another --workdir."
+    )
   if differing:
-    logging.warning("resuming with keys that do not change what is trained changed: %s",
-                    ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differing))
+    logging.warning(
+      "resuming with keys that do not change what is trained changed: %s",
+      ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differing),
+    )
 
 
-def _resume(checkpoints: "checkpoint.Checkpoints", config: ml_collections.ConfigDict
-            ) -> tuple[Run, steps.TrainState, int | None]:
+def _resume(
+  checkpoints: "checkpoint.Checkpoints", config: ml_collections.ConfigDict
+) -> tuple[Run, steps.TrainState, int | None]:
   """The run and the state of the newest intact checkpoint that this config may resume (the initial state and
   None when there is none). A checkpoint that cannot be read is set aside (renamed, kept) with a warning naming
   it and why, and the next older one is tried: resuming from it ends as an uninterrupted run would."""
@@ -372,9 +445,11 @@ def _resume(checkpoints: "checkpoint.Checkpoints", config: ml_collections.Config
       state, _ = checkpoints.restore(epoch, run.abstract_state())
     except checkpoint.Unreadable as error:
       if "config" not in meta:  # No recorded config: a mismatch cannot be told from damage.
-        raise errors.RunError(f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "
-                              f"config and records no config to compare ({error}); train into another "
-                              f"--workdir") from error
+        raise errors.RunError(
+          f"the checkpoint of epoch {epoch} in {checkpoints.directory} does not fit this "
+          f"config and records no config to compare ({error}); train into another "
+          f"--workdir"
+        ) from error
       _set_aside(checkpoints, epoch, error)
       continue
     return run, state, epoch
@@ -384,12 +459,14 @@ def _resume(checkpoints: "checkpoint.Checkpoints", config: ml_collections.Config
 
 def _set_aside(checkpoints: "checkpoint.Checkpoints", epoch: int, error: "checkpoint.Unreadable") -> None:
   moved = checkpoints.set_aside(epoch)
-  logging.warning("the checkpoint of epoch %d is damaged (%s); kept as %s, resuming from an older one",
-                  epoch, error, moved)
+  logging.warning(
+    "the checkpoint of epoch %d is damaged (%s); kept as %s, resuming from an older one", epoch, error, moved
+  )
 
 
-def _finished_results(checkpoints: "checkpoint.Checkpoints", config: ml_collections.ConfigDict,
-                      workdir: pathlib.Path) -> dict | None:
+def _finished_results(
+  checkpoints: "checkpoint.Checkpoints", config: ml_collections.ConfigDict, workdir: pathlib.Path
+) -> dict | None:
   """results.json's content when the workdir already holds this run, finished and evaluated; else None."""
   latest = checkpoints.latest_epoch()
   results = workdir / "results.json"
@@ -400,8 +477,13 @@ def _finished_results(checkpoints: "checkpoint.Checkpoints", config: ml_collecti
   except checkpoint.Unreadable:  # Damaged: _resume sets it aside and redoes the end.
     return None
   _check_resumable(meta, config, latest)
-  logging.warning("%s already holds this run, trained for %d epochs and evaluated: nothing to do (results in %s; "
-                  "`python evaluate.py` evaluates again)", workdir, config.num_epochs, results)
+  logging.warning(
+    "%s already holds this run, trained for %d epochs and evaluated: nothing to do (results in %s; "
+    "`python evaluate.py` evaluates again)",
+    workdir,
+    config.num_epochs,
+    results,
+  )
   return json.loads(results.read_text())
 
 
@@ -412,11 +494,17 @@ def _stop_unless_finite(window: list[dict], global_step: int, epoch: int, seeds:
     if not np.all(m["finite"]):
       bad = [seed for seed, ok in zip(seeds, m["finite"]) if not ok]
       step = global_step - len(window) + offset + 1
-      raise NonFiniteError(f"loss, gradients or parameters became NaN/Inf at step {step} (epoch {epoch}) for "
-                           f"seed(s) {bad}. Nothing was checkpointed after the last good epoch; lower optim.lr "
-                           f"or check the input data, then rerun the same command to resume.")
+      raise NonFiniteError(
+        f"loss, gradients or parameters became NaN/Inf at step {step} (epoch {epoch}) for "
+        f"seed(s) {bad}. Nothing was checkpointed after the last good epoch; lower optim.lr "
+        f"or check the input data, then rerun the same command to resume."
+      )
 
 
 def _flatten_results(results: dict, prefix: str) -> dict:
-  return {f"{prefix}/{subset}/{metric}": value for subset, row in results.items()
-          for metric, value in row.items() if isinstance(value, (int, float))}
+  return {
+    f"{prefix}/{subset}/{metric}": value
+    for subset, row in results.items()
+    for metric, value in row.items()
+    if isinstance(value, (int, float))
+  }

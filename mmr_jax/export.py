@@ -47,8 +47,10 @@ def serving_function(model: inference.TrainedModel) -> tuple[Callable, dict[str,
 
   config = model.config
   if config.eval.test_mask_ratio > 0:
-    raise errors.UserError(f"eval.test_mask_ratio={config.eval.test_mask_ratio} makes the maps depend on masking "
-                           f"noise; export supports the published 0 only")
+    raise errors.UserError(
+      f"eval.test_mask_ratio={config.eval.test_mask_ratio} makes the maps depend on masking "
+      f"noise; export supports the published 0 only"
+    )
   student, teacher = model.run.student, model.run.teacher
   scale, offset = preprocess.normalization_constants()
 
@@ -56,12 +58,14 @@ def serving_function(model: inference.TrainedModel) -> tuple[Callable, dict[str,
     x = images.astype(jnp.float32) * scale + offset
     teacher_features = tuple(f.astype(jnp.float32) for f in teacher.apply({"params": weights["teacher"]}, x))
     student_features = student.apply({"params": weights["student"]}, x, 0.0)
-    maps = objectives.anomaly_maps(teacher_features, student_features, x.shape[1:3], config.eval.gaussian_sigma,
-                                   config.eval.gaussian_truncate)
+    maps = objectives.anomaly_maps(
+      teacher_features, student_features, x.shape[1:3], config.eval.gaussian_sigma, config.eval.gaussian_truncate
+    )
     return maps.smoothed, maps.score
 
-  weights = jax.device_get({"student": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params),
-                            "teacher": model.run.teacher_params})
+  weights = jax.device_get(
+    {"student": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params), "teacher": model.run.teacher_params}
+  )
   weights = jax.tree_util.tree_map(np.asarray, weights)
   return steps.at_precision(fn, config.model.precision), weights
 
@@ -71,36 +75,44 @@ def metadata(model: inference.TrainedModel, export_format: str, platforms: tuple
   data = model.config.data
   c = model.calibration
   return {
-      "format": export_format,
-      "platforms": list(platforms),
-      "input": {"dtype": "uint8", "shape": ["B", data.image_size, data.image_size, 3], "channels": "RGB"},
-      "preprocessing": (f"decode to RGB; if data.max_image_side ({data.max_image_side}) > 0, shrink the longer side "
-                        f"to it (bicubic); resize to {data.resize_size}×{data.resize_size} (bilinear, PIL, aspect "
-                        f"not kept); centre-crop {data.image_size}×{data.image_size}. ImageNet normalisation is "
-                        f"inside the model."),
-      "outputs": {"anomaly_map": ["B", data.image_size, data.image_size], "score": ["B"]},
-      "threshold": None if c is None else c.threshold,
-      "threshold_fpr": None if c is None else c.fpr,
-      "normalisation": None if c is None else {
-          "centre": c.centre, "threshold": c.threshold,
-          "formula": "0.5 * (score - centre) / (threshold - centre); anomalous when score > threshold"},
-      "calibrated": c is not None,
-      "seed": model.seed,
-      "epochs_trained": model.epochs_trained,
-      "mmr_jax_version": importlib.metadata.version("mmr_jax"),
-      "jax_version": importlib.metadata.version("jax"),
-      "config": json.loads(model.config.to_json_best_effort()),
+    "format": export_format,
+    "platforms": list(platforms),
+    "input": {"dtype": "uint8", "shape": ["B", data.image_size, data.image_size, 3], "channels": "RGB"},
+    "preprocessing": (
+      f"decode to RGB; if data.max_image_side ({data.max_image_side}) > 0, shrink the longer side "
+      f"to it (bicubic); resize to {data.resize_size}×{data.resize_size} (bilinear, PIL, aspect "
+      f"not kept); centre-crop {data.image_size}×{data.image_size}. ImageNet normalisation is "
+      f"inside the model."
+    ),
+    "outputs": {"anomaly_map": ["B", data.image_size, data.image_size], "score": ["B"]},
+    "threshold": None if c is None else c.threshold,
+    "threshold_fpr": None if c is None else c.fpr,
+    "normalisation": None
+    if c is None
+    else {
+      "centre": c.centre,
+      "threshold": c.threshold,
+      "formula": "0.5 * (score - centre) / (threshold - centre); anomalous when score > threshold",
+    },
+    "calibrated": c is not None,
+    "seed": model.seed,
+    "epochs_trained": model.epochs_trained,
+    "mmr_jax_version": importlib.metadata.version("mmr_jax"),
+    "jax_version": importlib.metadata.version("jax"),
+    "config": json.loads(model.config.to_json_best_effort()),
   }
 
 
-def export_jax(model: inference.TrainedModel, out: pathlib.Path,
-               platforms: tuple[str, ...] = PLATFORMS) -> pathlib.Path:
+def export_jax(
+  model: inference.TrainedModel, out: pathlib.Path, platforms: tuple[str, ...] = PLATFORMS
+) -> pathlib.Path:
   """Writes OUT/model.jax and OUT/model.json; returns the artefact's path."""
   fn, weights = serving_function(model)
   size = model.image_size
   shape = jax.export.symbolic_shape(f"b, {size}, {size}, 3")
   exported = jax.export.export(jax.jit(lambda images: fn(weights, images)), platforms=platforms)(
-      jax.ShapeDtypeStruct(shape, jnp.uint8))
+    jax.ShapeDtypeStruct(shape, jnp.uint8)
+  )
   out.mkdir(parents=True, exist_ok=True)
   (out / JAX_FILE).write_bytes(exported.serialize())
   (out / METADATA_FILE).write_text(json.dumps(metadata(model, "jax", platforms), indent=2) + "\n")
@@ -111,6 +123,7 @@ def export_savedmodel(model: inference.TrainedModel, out: pathlib.Path) -> pathl
   """Writes OUT/savedmodel (serving_default: uint8 images → anomaly_map, score) and OUT/model.json."""
   tf = runtime.import_tensorflow()  # Only this format needs TF.
   from jax.experimental import jax2tf
+
   fn, weights = serving_function(model)
   size = model.image_size
   converted = jax2tf.convert(fn, polymorphic_shapes=[None, f"(b, {size}, {size}, 3)"], with_gradient=False)
@@ -144,8 +157,10 @@ def _export(config) -> None:
   model = inference.TrainedModel(args.workdir, seed=args.seed)
   out = pathlib.Path(args.out or os.path.join(args.workdir, f"export_{args.format}"))
   path = export_jax(model, out) if args.format == "jax" else export_savedmodel(model, out)
-  print(f"exported seed {model.seed} ({model.epochs_trained} epochs) as {args.format}: {path}; model.json beside it"
-        + ("" if model.calibration else " (uncalibrated: no threshold)"))
+  print(
+    f"exported seed {model.seed} ({model.epochs_trained} epochs) as {args.format}: {path}; model.json beside it"
+    + ("" if model.calibration else " (uncalibrated: no threshold)")
+  )
 
 
 if __name__ == "__main__":

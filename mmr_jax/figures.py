@@ -21,6 +21,7 @@ NORMAL_COLOUR, ANOMALOUS_COLOUR = "#2b7bba", "#d7301f"
 @dataclasses.dataclass(frozen=True)
 class Pick:
   """A test image chosen for an overlay, and why."""
+
   index: int  # In eval order.
   why: str  # "highest-scoring normal", "lowest-scoring ablation", "typical normal", ...
 
@@ -49,8 +50,7 @@ def pick_examples(scores: np.ndarray, kinds: np.ndarray, per_kind: int) -> list[
   return picks
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
-            title: str) -> bytes:
+def overlay(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, title: str) -> bytes:
   """[image | ground truth | anomaly map over the image] with the run's colour scale printed beside it."""
   fig = mpl_figure.Figure(figsize=(7.8, 2.7), dpi=100, layout="constrained")
   axes = fig.subplots(1, 3)
@@ -119,8 +119,9 @@ def domains_side_by_side(per_subset: Mapping[str, tuple[np.ndarray, np.ndarray]]
     labels = labels.astype(bool)
     for offset, chosen, colour in ((-0.17, ~labels, NORMAL_COLOUR), (0.17, labels, ANOMALOUS_COLOUR)):
       values = scores[chosen]
-      ax.scatter(position + offset + rng.uniform(-0.1, 0.1, values.size), values, s=12, color=colour, alpha=0.6,
-                 linewidths=0)
+      ax.scatter(
+        position + offset + rng.uniform(-0.1, 0.1, values.size), values, s=12, color=colour, alpha=0.6, linewidths=0
+      )
       if values.size:
         ax.hlines(np.median(values), position + offset - 0.13, position + offset + 0.13, color="black")
   ax.set_xticks(range(len(per_subset)), list(per_subset))

@@ -44,8 +44,10 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   """The config a workdir was trained with (its config.json), validated."""
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.is_file():
-    raise errors.RunError(f"{path} does not exist: --workdir must be the workdir of a training run (train.py "
-                          f"writes config.json there; for MVTec AD, WORKDIR/<class>)")
+    raise errors.RunError(
+      f"{path} does not exist: --workdir must be the workdir of a training run (train.py "
+      f"writes config.json there; for MVTec AD, WORKDIR/<class>)"
+    )
   as_tuples = lambda value: tuple(value) if isinstance(value, list) else value
   tree = json.loads(path.read_text(), object_hook=lambda d: {k: as_tuples(v) for k, v in d.items()})
   config = ml_collections.ConfigDict(tree)
@@ -71,7 +73,7 @@ class TrainedModel:
     self.run = experiment.Run(self.config)
     state, epoch = experiment.restore_state(self.run, workdir)
     k = seeds.index(self.seed)
-    self.params = jax.tree_util.tree_map(lambda leaf: leaf[k:k + 1], state.params)  # Keeps a seed axis of 1.
+    self.params = jax.tree_util.tree_map(lambda leaf: leaf[k : k + 1], state.params)  # Keeps a seed axis of 1.
     self.epochs_trained = 0 if epoch is None else epoch + 1
     self.calibration = calibration.read(workdir, self.seed, fpr)
     self._key = jax.random.key(self.seed)
@@ -89,24 +91,25 @@ class TrainedModel:
     """A decoded uint8 RGB image of any size → the uint8 (S, S, 3) crop that the test transform gives."""
     data = self.config.data
     image, _ = images.limit_size(image, None, data.max_image_side)
-    return preprocess.eval_transform(image, None, False, data.resize_size, data.image_size,
-                                     bool(data.strict_mask_binarization))[0]
+    return preprocess.eval_transform(
+      image, None, False, data.resize_size, data.image_size, bool(data.strict_mask_binarization)
+    )[0]
 
   def score(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (n, S, S, 3) preprocessed images → (anomaly maps (n, S, S), image scores (n,)), float32. Batches are
     padded to eval_batch_size, so that every call runs the one compiled program."""
     maps, scores = [], []
     for start in range(0, len(batch), self.batch_size):
-      chunk = batch[start:start + self.batch_size]
+      chunk = batch[start : start + self.batch_size]
       padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.uint8)
-      padded[:len(chunk)] = chunk
+      padded[: len(chunk)] = chunk
       on_mesh = jax.device_put(preprocess.normalize(padded), sharding.batch_sharding(self.run.mesh))
       teacher_features = tuple(f[0] for f in self.run.teacher_fn(self.run.teacher_params, on_mesh[None]))
       rng = jax.random.key_data(jax.random.fold_in(self._key, self._batches))  # Used only at test_mask_ratio > 0.
       self._batches += 1
       batch_maps, batch_scores = sharding.to_host(self.run.anomaly_fn(self.params, on_mesh, teacher_features, rng))
-      maps.append(batch_maps[0, :len(chunk)])
-      scores.append(batch_scores[0, :len(chunk)])
+      maps.append(batch_maps[0, : len(chunk)])
+      scores.append(batch_scores[0, : len(chunk)])
     return np.concatenate(maps), np.concatenate(scores)
 
   def colour_scale(self) -> tuple[float, float] | None:
@@ -131,11 +134,16 @@ def list_images(pattern: str) -> tuple[list[str], pathlib.Path]:
     parts = pathlib.Path(pattern).parts
     literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
     base = pathlib.Path(*parts[:literal]) if literal else pathlib.Path(".")
-  files = sorted(f for f in found if os.path.isfile(f) and f.lower().endswith(layouts.IMAGE_EXTENSIONS)
-                 and not os.path.basename(f).startswith("."))
+  files = sorted(
+    f
+    for f in found
+    if os.path.isfile(f) and f.lower().endswith(layouts.IMAGE_EXTENSIONS) and not os.path.basename(f).startswith(".")
+  )
   if not files:
-    raise errors.UserError(f"no image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) at {pattern!r}: pass a file, a "
-                           f"folder or a quoted glob such as 'photos/**/*.png'")
+    raise errors.UserError(
+      f"no image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) at {pattern!r}: pass a file, a "
+      f"folder or a quoted glob such as 'photos/**/*.png'"
+    )
   return files, base
 
 
@@ -155,7 +163,7 @@ def _loaded_batches(model: TrainedModel, files: Sequence[str], workers: int) -> 
     except Exception as error:  # PIL raises many types for bad files; each becomes one line naming the file.
       return _Loaded(file, None, images.describe_failure(file, error))
 
-  chunks = [files[i:i + model.batch_size] for i in range(0, len(files), model.batch_size)]
+  chunks = [files[i : i + model.batch_size] for i in range(0, len(files), model.batch_size)]
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     pending = [pool.submit(lambda c=c: [load(f) for f in c]) for c in chunks[:1]]
     for index in range(len(chunks)):
@@ -170,7 +178,7 @@ def _done_files(path: pathlib.Path) -> set[str]:
     return set()
   text = path.read_text()
   if text and not text.endswith("\n"):
-    text = text[:text.rfind("\n") + 1]
+    text = text[: text.rfind("\n") + 1]
     path.write_text(text)
   return {row["file"] for row in csv.DictReader(io.StringIO(text))}
 
@@ -194,9 +202,11 @@ def _check_settings(out: pathlib.Path, settings: dict) -> None:
     before = json.loads(path.read_text())
     differing = [k for k in settings if k != "images" and before.get(k) != settings[k]]
     if differing:
-      raise errors.UserError(f"{out} holds predictions made with another {', '.join(differing)} ("
-                             + ", ".join(f"{k} {before.get(k)!r} then, {settings[k]!r} now" for k in differing)
-                             + "); pass another --out, or delete it to start again")
+      raise errors.UserError(
+        f"{out} holds predictions made with another {', '.join(differing)} ("
+        + ", ".join(f"{k} {before.get(k)!r} then, {settings[k]!r} now" for k in differing)
+        + "); pass another --out, or delete it to start again"
+      )
   path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
@@ -217,17 +227,33 @@ class Summary:
   total: int
 
 
-def predict_files(model: TrainedModel, files: Sequence[str], base: pathlib.Path, out: pathlib.Path, *,
-                  heatmaps: int | None = None, save_maps: bool = False, workers: int | None = None,
-                  show_progress: bool = True) -> Summary:
+def predict_files(
+  model: TrainedModel,
+  files: Sequence[str],
+  base: pathlib.Path,
+  out: pathlib.Path,
+  *,
+  heatmaps: int | None = None,
+  save_maps: bool = False,
+  workers: int | None = None,
+  show_progress: bool = True,
+) -> Summary:
   """Scores `files` into OUT: scores.csv (file, score, normalised score, decision), unreadable.csv,
   heatmaps/<relative name>.png (every image when `heatmaps` is None, else the `heatmaps` highest-scoring ones, at
   the end), maps/<relative name>.npy with `save_maps`. Resumable: files already in scores.csv or unreadable.csv
   are skipped, and each batch's rows are written after its pictures."""
   out.mkdir(parents=True, exist_ok=True)
   c = model.calibration
-  _check_settings(out, {"seed": model.seed, "threshold": None if c is None else c.threshold,
-                        "fpr": None if c is None else c.fpr, "image_size": model.image_size, "images": len(files)})
+  _check_settings(
+    out,
+    {
+      "seed": model.seed,
+      "threshold": None if c is None else c.threshold,
+      "fpr": None if c is None else c.fpr,
+      "image_size": model.image_size,
+      "images": len(files),
+    },
+  )
   done = _done_files(out / SCORES_FILE) | _done_files(out / UNREADABLE_FILE)
   pending = [f for f in files if f not in done]
   scale = model.colour_scale()
@@ -235,8 +261,11 @@ def predict_files(model: TrainedModel, files: Sequence[str], base: pathlib.Path,
   progress = tqdm.tqdm(total=len(pending), unit="img", dynamic_ncols=True, disable=not show_progress)
   for loaded in _loaded_batches(model, pending, workers or min(8, os.cpu_count() or 1)):
     good = [item for item in loaded if item.image is not None]
-    bad = [{"file": item.file, "reason": item.problem.removeprefix(f"{item.file}: ")}
-           for item in loaded if item.image is None]
+    bad = [
+      {"file": item.file, "reason": item.problem.removeprefix(f"{item.file}: ")}
+      for item in loaded
+      if item.image is None
+    ]
     rows = []
     if good:
       batch = np.stack([item.image for item in good])
@@ -260,20 +289,38 @@ def predict_files(model: TrainedModel, files: Sequence[str], base: pathlib.Path,
   if heatmaps:
     _write_top_overlays(model, out, base, every, heatmaps, scale)
   anomalous = None if c is None else sum(row["decision"] == "anomalous" for row in every)
-  return Summary(scored=len(pending) - unreadable, skipped=len(files) - len(pending), unreadable=unreadable,
-                 anomalous=anomalous, total=len(every))
+  return Summary(
+    scored=len(pending) - unreadable,
+    skipped=len(files) - len(pending),
+    unreadable=unreadable,
+    anomalous=anomalous,
+    total=len(every),
+  )
 
 
 def _score_row(model: TrainedModel, file: str, score: float) -> dict:
   c = model.calibration
   if c is None:
     return {"file": file, "score": f"{score:.9g}", "normalised_score": "", "decision": ""}
-  return {"file": file, "score": f"{score:.9g}", "normalised_score": f"{float(c.normalise(score)):.6f}",
-          "decision": "anomalous" if c.is_anomalous(score) else "normal"}
+  return {
+    "file": file,
+    "score": f"{score:.9g}",
+    "normalised_score": f"{float(c.normalise(score)):.6f}",
+    "decision": "anomalous" if c.is_anomalous(score) else "normal",
+  }
 
 
-def _write_overlay(model: TrainedModel, out: pathlib.Path, file: str, base: pathlib.Path, image: np.ndarray,
-                   amap: np.ndarray, score: float, scale: tuple[float, float] | None, rank: int | None = None) -> None:
+def _write_overlay(
+  model: TrainedModel,
+  out: pathlib.Path,
+  file: str,
+  base: pathlib.Path,
+  image: np.ndarray,
+  amap: np.ndarray,
+  score: float,
+  scale: tuple[float, float] | None,
+  rank: int | None = None,
+) -> None:
   row = _score_row(model, file, score)
   title = f"{output_name(file, base, pathlib.Path(file).suffix).replace('__', '/')}: score {score:.4g}"
   if model.calibration is None:
@@ -288,8 +335,14 @@ def _write_overlay(model: TrainedModel, out: pathlib.Path, file: str, base: path
   target.write_bytes(figures.prediction_overlay(image, amap, vmin, vmax, title))
 
 
-def _write_top_overlays(model: TrainedModel, out: pathlib.Path, base: pathlib.Path, rows: list[dict], count: int,
-                        scale: tuple[float, float] | None) -> None:
+def _write_top_overlays(
+  model: TrainedModel,
+  out: pathlib.Path,
+  base: pathlib.Path,
+  rows: list[dict],
+  count: int,
+  scale: tuple[float, float] | None,
+) -> None:
   """Overlays of the `count` highest-scoring files of scores.csv, scored again (their maps were not kept)."""
   top = sorted(rows, key=lambda row: -float(row["score"]))[:count]
   files = [row["file"] for row in top]

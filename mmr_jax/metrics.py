@@ -56,8 +56,10 @@ def _as_binary(values: Any, name: str, shape: Optional[tuple[int, ...]] = None) 
   if values.dtype != bool:
     if not ((values == 0) | (values == 1)).all():
       found = np.unique(values)[:5]
-      raise ValueError(f"{name} must be binary (0/1); found values such as {found}. Binarise them first "
-                       "(the data pipeline keeps only pixels equal to the mask's maximum, docs/spec.md §7).")
+      raise ValueError(
+        f"{name} must be binary (0/1); found values such as {found}. Binarise them first "
+        "(the data pipeline keeps only pixels equal to the mask's maximum, docs/spec.md §7)."
+      )
     values = values.astype(bool)
   return values
 
@@ -128,9 +130,11 @@ def decisions_at(scores: Any, labels: Any, threshold: float) -> dict[str, float]
   labels = _as_labels(labels, scores.size)
   flagged = scores > threshold
   positives, negatives = int(labels.sum()), int((~labels).sum())
-  result = {"fpr_at_threshold": float((flagged & ~labels).sum() / max(negatives, 1)),
-            "tpr_at_threshold": float((flagged & labels).sum() / max(positives, 1)),
-            "f1_at_threshold": _f1(int((flagged & labels).sum()), int(flagged.sum()), positives)}
+  result = {
+    "fpr_at_threshold": float((flagged & ~labels).sum() / max(negatives, 1)),
+    "tpr_at_threshold": float((flagged & labels).sum() / max(positives, 1)),
+    "f1_at_threshold": _f1(int((flagged & labels).sum()), int(flagged.sum()), positives),
+  }
   # Every cut between two distinct scores, highest first: the top i images flagged.
   order = np.argsort(-scores, kind="stable")
   ranked, ranked_labels = scores[order], labels[order]
@@ -197,7 +201,7 @@ def _published_pro_of_image(amap: np.ndarray, mask: np.ndarray) -> tuple[float, 
   starts = np.searchsorted(region_of_pixel[order], np.arange(1, n_regions + 2))
   overlaps = np.empty((n_regions, thresholds.size))
   for r in range(n_regions):
-    region_values = sorted_values[starts[r]:starts[r + 1]]
+    region_values = sorted_values[starts[r] : starts[r + 1]]
     overlaps[r] = _count_above(region_values, thresholds) / region_values.size
   pro = overlaps.mean(axis=0)
 
@@ -240,8 +244,10 @@ def pro_published(maps: Any, masks: Any, labels: Any) -> tuple[np.ndarray, float
     raise ValueError("PRO is undefined: the subset has no anomalous images.")
   empty = [int(i) for i in anomalous if not masks[i].any()]
   if empty:
-    raise ValueError(f"images {empty[:10]} are labelled anomalous but their masks are empty; an image whose "
-                     "mask is empty counts as normal (docs/spec.md §7): give it label 0.")
+    raise ValueError(
+      f"images {empty[:10]} are labelled anomalous but their masks are empty; an image whose "
+      "mask is empty counts as normal (docs/spec.md §7): give it label 0."
+    )
 
   per_image = np.empty(anomalous.size)
   degenerate = []
@@ -250,9 +256,13 @@ def pro_published(maps: Any, masks: Any, labels: Any) -> tuple[np.ndarray, float
     if why is not None:
       degenerate.append(f"image {int(i)}: {why}")
   if degenerate:
-    warnings.warn("published PRO is NaN for " + "; ".join(degenerate[:5])
-                  + (f"; and {len(degenerate) - 5} more" if len(degenerate) > 5 else ""),
-                  RuntimeWarning, stacklevel=2)
+    warnings.warn(
+      "published PRO is NaN for "
+      + "; ".join(degenerate[:5])
+      + (f"; and {len(degenerate) - 5} more" if len(degenerate) > 5 else ""),
+      RuntimeWarning,
+      stacklevel=2,
+    )
   return per_image, float(np.mean(per_image))
 
 
@@ -340,15 +350,20 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
 # Per subset and across subsets
 
 
-def subset_metrics(maps: Any, masks: Any, labels: Any, scores: Any, has_masks: bool = True,
-                   fpr_limit: float = 0.3) -> dict[str, Optional[float]]:
+def subset_metrics(
+  maps: Any, masks: Any, labels: Any, scores: Any, has_masks: bool = True, fpr_limit: float = 0.3
+) -> dict[str, Optional[float]]:
   """The reported metrics of one test subset (docs/spec.md §8): image AUROC, pixel AUROC, published PRO, AUPRO.
 
   Pixel metrics are None when `has_masks` is False (AeBAD-V; maps and masks may then be None). "pro" is NaN
   when an anomalous image is degenerate (see `pro_published`).
   """
-  result: dict[str, Optional[float]] = {"image_auroc": image_auroc(scores, labels),
-                                        "pixel_auroc": None, "pro": None, "aupro": None}
+  result: dict[str, Optional[float]] = {
+    "image_auroc": image_auroc(scores, labels),
+    "pixel_auroc": None,
+    "pro": None,
+    "aupro": None,
+  }
   if has_masks:
     if maps is None or masks is None:
       raise ValueError("has_masks=True needs both maps and masks; pass has_masks=False for a set without masks.")

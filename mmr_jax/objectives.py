@@ -21,8 +21,9 @@ def cosine_distance(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
   return 1.0 - jnp.sum(a * b, axis=-1) / norms
 
 
-def reconstruction_loss(teacher: Sequence[jax.Array], student: Sequence[jax.Array],
-                        weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def reconstruction_loss(
+  teacher: Sequence[jax.Array], student: Sequence[jax.Array], weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """Eq. 1: per scale, 1 − cos at every position, mean over all B·H·W positions; summed over scales.
 
   Returns (total, per_scale (S,)). Visible and hidden positions count alike, as in the published code.
@@ -33,8 +34,10 @@ def reconstruction_loss(teacher: Sequence[jax.Array], student: Sequence[jax.Arra
     per_scale = [jnp.mean(cosine_distance(t, s)) for t, s in zip(teacher, student)]
   else:
     weights = weights.astype(jnp.float32)
-    per_scale = [jnp.sum(weights * jnp.mean(cosine_distance(t, s), axis=(1, 2))) / jnp.sum(weights)
-                 for t, s in zip(teacher, student)]
+    per_scale = [
+      jnp.sum(weights * jnp.mean(cosine_distance(t, s), axis=(1, 2))) / jnp.sum(weights)
+      for t, s in zip(teacher, student)
+    ]
   per_scale = jnp.stack(per_scale)
   return jnp.sum(per_scale), per_scale
 
@@ -83,8 +86,13 @@ class AnomalyMaps(NamedTuple):
   score: jax.Array  # (B,): the image score, max of the smoothed map.
 
 
-def anomaly_maps(teacher: Sequence[jax.Array], student: Sequence[jax.Array], image_size: tuple[int, int],
-                 sigma: float = 4.0, truncate: float = 4.0) -> AnomalyMaps:
+def anomaly_maps(
+  teacher: Sequence[jax.Array],
+  student: Sequence[jax.Array],
+  image_size: tuple[int, int],
+  sigma: float = 4.0,
+  truncate: float = 4.0,
+) -> AnomalyMaps:
   """Eq. 2: per scale 1 − cos(teacher, student), bilinearly upsampled (align_corners=True) to the image size,
   summed, smoothed with a Gaussian (σ = 4, scipy's 'reflect' borders); image score = max of the result."""
   height, width = image_size

@@ -49,20 +49,28 @@ class Tolerance:
 
 # Float32-honest tolerances (docs/parity-format.md); the first matching prefix wins.
 TOLERANCES = (
-    ("grad/", Tolerance("rel", 1e-3)),
-    ("post_step/", Tolerance("rel", 1e-4)),
-    ("pre_step/", Tolerance("rel", 1e-6)),
-    ("train_loss", Tolerance("abs", 1e-5)),
-    ("image_score", Tolerance("abs", 1e-5)),
-    ("metric_image_auroc", Tolerance("abs", 1e-6)),
-    ("metric_pixel_auroc", Tolerance("abs", 1e-6)),
-    ("metric_pro", Tolerance("abs", 1e-4)),
-    ("metric_aupro", Tolerance("abs", 1e-4)),
-    ("", Tolerance("rel", 1e-4)),
+  ("grad/", Tolerance("rel", 1e-3)),
+  ("post_step/", Tolerance("rel", 1e-4)),
+  ("pre_step/", Tolerance("rel", 1e-6)),
+  ("train_loss", Tolerance("abs", 1e-5)),
+  ("image_score", Tolerance("abs", 1e-5)),
+  ("metric_image_auroc", Tolerance("abs", 1e-6)),
+  ("metric_pixel_auroc", Tolerance("abs", 1e-6)),
+  ("metric_pro", Tolerance("abs", 1e-4)),
+  ("metric_aupro", Tolerance("abs", 1e-4)),
+  ("", Tolerance("rel", 1e-4)),
 )
 # Reference keys that are inputs or settings, not quantities to compare.
-INPUT_KEYS = {"image", "finetune_mask_ratio", "mask_noise", "train_mask", "step_lr", "metric_maps", "metric_masks",
-              "metric_labels"}
+INPUT_KEYS = {
+  "image",
+  "finetune_mask_ratio",
+  "mask_noise",
+  "train_mask",
+  "step_lr",
+  "metric_maps",
+  "metric_masks",
+  "metric_labels",
+}
 
 
 class ParityInputError(ValueError):
@@ -76,15 +84,19 @@ def tolerance(key: str) -> Tolerance:
 def compare(ours: np.ndarray, reference: np.ndarray, key: str) -> dict:
   ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
   if ours.shape != reference.shape:
-    raise ParityInputError(f"'{key}': this project computes shape {ours.shape}, the reference holds "
-                           f"{reference.shape}")
+    raise ParityInputError(f"'{key}': this project computes shape {ours.shape}, the reference holds {reference.shape}")
   diff = ours - reference
   max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
   norm = float(np.linalg.norm(reference))
   rel = float(np.linalg.norm(diff) / norm) if norm > 0 else (0.0 if max_abs == 0 else float("inf"))
   tol = tolerance(key)
-  return {"max_abs": max_abs, "rel": rel, "tol": tol.value, "tol_kind": tol.kind,
-          "ok": bool(np.isfinite(max_abs) and tol.passes(max_abs, rel))}
+  return {
+    "max_abs": max_abs,
+    "rel": rel,
+    "tol": tol.value,
+    "tol_kind": tol.kind,
+    "ok": bool(np.isfinite(max_abs) and tol.passes(max_abs, rel)),
+  }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,18 +126,29 @@ def build_models(weights_path: str, image_size: tuple[int, int], num_heads: int 
   teacher_state = readers.read_state_dict(weights_path, prefix="teacher/")
   vit = structure.infer_vit(student_state)
   teacher_arch = structure.infer_teacher(teacher_state)
-  spec = resnet.ResNetSpec(block=teacher_arch["block"], stage_sizes=tuple(teacher_arch["stage_sizes"]),
-                            stem_width=teacher_arch["stem_width"], planes=tuple(teacher_arch["planes"]),
-                            mid_multiplier=teacher_arch["mid_multiplier"])
+  spec = resnet.ResNetSpec(
+    block=teacher_arch["block"],
+    stage_sizes=tuple(teacher_arch["stage_sizes"]),
+    stem_width=teacher_arch["stem_width"],
+    planes=tuple(teacher_arch["planes"]),
+    mid_multiplier=teacher_arch["mid_multiplier"],
+  )
   heads = num_heads or max(vit["width"] // 64, 1)
   if vit["width"] % heads:
     raise ParityInputError(f"--num_heads={heads} does not divide the ViT width {vit['width']}")
   if vit["fpn_widths"] is not None and tuple(vit["fpn_widths"]) != spec.out_channels:
-    raise ParityInputError(f"the student's FPN widths {vit['fpn_widths']} do not match the teacher's layer "
-                           f"widths {spec.out_channels}")
-  student = mmr.Student(width=vit["width"], depth=vit["depth"], num_heads=heads, out_channels=spec.out_channels,
-                        patch_size=vit["patch_size"], mlp_ratio=vit["mlp_ratio"],
-                        pretrain_grid=vit["pretrain_grid"] or image_size[0] // vit["patch_size"])
+    raise ParityInputError(
+      f"the student's FPN widths {vit['fpn_widths']} do not match the teacher's layer widths {spec.out_channels}"
+    )
+  student = mmr.Student(
+    width=vit["width"],
+    depth=vit["depth"],
+    num_heads=heads,
+    out_channels=spec.out_channels,
+    patch_size=vit["patch_size"],
+    mlp_ratio=vit["mlp_ratio"],
+    pretrain_grid=vit["pretrain_grid"] or image_size[0] // vit["patch_size"],
+  )
   teacher = resnet.ResNetFeatures(spec)
   dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
   student_shapes = jax.eval_shape(lambda k: student.init(k, dummy)["params"], jax.random.key(0))
@@ -172,9 +195,10 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   grid = (image_size[0] // student.patch_size, image_size[1] // student.patch_size)
   table = posembed.encoder_table(student.width, student.pretrain_grid, *grid)
   out["encoder_pos_embed_resized"] = table[None]
-  loading.check_fixed_tables({k: v for k, v in models.tables.items() if k == "pos_embed"},
-                           {"pos_embed": posembed.sincos_2d(student.width, student.pretrain_grid,
-                                                            student.pretrain_grid)})
+  loading.check_fixed_tables(
+    {k: v for k, v in models.tables.items() if k == "pos_embed"},
+    {"pos_embed": posembed.sincos_2d(student.width, student.pretrain_grid, student.pretrain_grid)},
+  )
 
   teacher_features = _teacher_features(teacher, models.teacher_params, images)
   for i, f in enumerate(teacher_features, start=1):
@@ -192,8 +216,9 @@ def model_quantities(models: Models, reference: Mapping[str, np.ndarray]) -> dic
   if noise is None:
     return out
 
-  (loss, (per_scale, train_features)), grads = _loss_and_grads(student, ratio, models.student_params, images,
-                                                                noise, teacher_features)
+  (loss, (per_scale, train_features)), grads = _loss_and_grads(
+    student, ratio, models.student_params, images, noise, teacher_features
+  )
   out["train_loss"], out["train_loss_per_scale"] = np.asarray(loss), np.asarray(per_scale)
   for i, f in enumerate(train_features, start=1):
     out[f"train_student_layer{i}"] = nhwc_to_nchw(f)
@@ -230,8 +255,10 @@ def mask_ratio(reference: Mapping[str, np.ndarray], length: int) -> float:
     hidden = np.asarray(reference["train_mask"]).sum(axis=-1).astype(np.int64)
     expected = length - vit.num_kept(length, ratio)
     if not np.all(hidden == expected):
-      raise ParityInputError(f"'train_mask' hides {sorted(set(hidden.tolist()))} of {length} tokens per image, but "
-                             f"finetune_mask_ratio {ratio} hides {expected}")
+      raise ParityInputError(
+        f"'train_mask' hides {sorted(set(hidden.tolist()))} of {length} tokens per image, but "
+        f"finetune_mask_ratio {ratio} hides {expected}"
+      )
   return ratio
 
 
@@ -262,17 +289,21 @@ def metric_quantities(reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
   maps, masks, labels = reference["metric_maps"], reference["metric_masks"], reference["metric_labels"]
   scores = maps.reshape(len(maps), -1).max(axis=1)
   per_image, mean = metrics.pro_published(maps, masks, labels)
-  return {"metric_image_auroc": np.asarray(metrics.image_auroc(scores, labels)),
-          "metric_pixel_auroc": np.asarray(metrics.pixel_auroc(maps, masks)),
-          "metric_pro_per_image": per_image, "metric_pro_mean": np.asarray(mean),
-          "metric_aupro": np.asarray(metrics.aupro(maps, masks, 0.3))}
+  return {
+    "metric_image_auroc": np.asarray(metrics.image_auroc(scores, labels)),
+    "metric_pixel_auroc": np.asarray(metrics.pixel_auroc(maps, masks)),
+    "metric_pro_per_image": per_image,
+    "metric_pro_mean": np.asarray(mean),
+    "metric_aupro": np.asarray(metrics.aupro(maps, masks, 0.3)),
+  }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run(weights_path: str, reference_path: str, num_heads: int | None = None,
-        precision: str = "highest") -> tuple[dict, list[str]]:
+def run(
+  weights_path: str, reference_path: str, num_heads: int | None = None, precision: str = "highest"
+) -> tuple[dict, list[str]]:
   """Returns ({key: comparison}, [skipped keys with the reason]). `precision` is model.precision's setting for
   every dot and convolution of the model (the tolerances are float32's: "highest" is the proof)."""
   try:
@@ -325,9 +356,14 @@ def _flag_values() -> flags.FlagValues:
   flags.DEFINE_string("reference", None, "R.npz: inputs and PyTorch outputs.", flag_values=values)
   flags.DEFINE_string("json", None, "Also write the comparison as JSON here.", flag_values=values)
   flags.DEFINE_integer("num_heads", None, "Attention heads (default: width / 64).", flag_values=values)
-  flags.DEFINE_enum("precision", "highest", layers.PRECISIONS,
-                    "model.precision of every dot and convolution (default: highest, the float32 proof; default is "
-                    "TF32 on GPUs and one bfloat16 pass on TPUs).", flag_values=values)
+  flags.DEFINE_enum(
+    "precision",
+    "highest",
+    layers.PRECISIONS,
+    "model.precision of every dot and convolution (default: highest, the float32 proof; default is "
+    "TF32 on GPUs and one bfloat16 pass on TPUs).",
+    flag_values=values,
+  )
   return values
 
 
@@ -340,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     rest = args(["python -m mmr_jax.parity", *argv])[1:]
     if rest or not args.weights or not args.reference:
-      raise flags.Error("pass --weights=W.npz --reference=R.npz (optionally --json, --num_heads, --precision)"
-                        + (f"; unexpected arguments: {' '.join(rest)}" if rest else ""))
+      raise flags.Error(
+        "pass --weights=W.npz --reference=R.npz (optionally --json, --num_heads, --precision)"
+        + (f"; unexpected arguments: {' '.join(rest)}" if rest else "")
+      )
   except flags.Error as error:
     print(f"parity: {error}", file=sys.stderr)
     return 2

@@ -25,8 +25,19 @@ from mmr_jax import evaluation
 from mmr_jax import figures
 from mmr_jax import reports
 
-PACKAGES = ("mmr_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow",
-            "tensorflow-datasets", "scikit-image", "matplotlib")
+PACKAGES = (
+  "mmr_jax",
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "orbax-checkpoint",
+  "numpy",
+  "tensorflow",
+  "tensorflow-datasets",
+  "scikit-image",
+  "matplotlib",
+)
 
 
 @dataclasses.dataclass
@@ -60,31 +71,49 @@ class Report:
     for pick, image in zip(picks, images):
       label = "anomalous" if predictions.labels[pick.index] else "normal"
       name = str(predictions.names[pick.index])
-      self.overlays.append(_Overlay(
-          subset, name, f"{subset} · {name} · {label} · score {scores[pick.index]:.3f} · {pick.why}",
-          image, predictions.masks[pick.index], maps[pick.index]))
+      self.overlays.append(
+        _Overlay(
+          subset,
+          name,
+          f"{subset} · {name} · {label} · score {scores[pick.index]:.3f} · {pick.why}",
+          image,
+          predictions.masks[pick.index],
+          maps[pick.index],
+        )
+      )
 
-  def write(self, directory: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[reports.Results],
-            header: str) -> pathlib.Path:
+  def write(
+    self, directory: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[reports.Results], header: str
+  ) -> pathlib.Path:
     """Writes the PNGs and report.html into `directory` (the workdir, or evaluate.py's --out)."""
     top, std = reports.over_seeds([reports.with_mean(r) for r in per_seed])
     vmin, vmax = self.map_range
     first = f" (seed {seeds[0]})" if len(seeds) > 1 else ""
-    sections = [f"<h1>{html.escape(header)}</h1>", f"<p>{html.escape(reports.seeds_text(seeds))}.</p>",
-                _html_table(top, std)]
+    sections = [
+      f"<h1>{html.escape(header)}</h1>",
+      f"<p>{html.escape(reports.seeds_text(seeds))}.</p>",
+      _html_table(top, std),
+    ]
     if self.scores:
-      plots = {"domains.png": figures.domains_side_by_side(self.scores),
-               "score_distributions.png": figures.score_distributions(self.scores)}
+      plots = {
+        "domains.png": figures.domains_side_by_side(self.scores),
+        "score_distributions.png": figures.score_distributions(self.scores),
+      }
       (directory / "figures").mkdir(parents=True, exist_ok=True)
       for name, png in plots.items():
         (directory / "figures" / name).write_bytes(png)
-      sections += [f"<h2>Image scores per domain{first}</h2>", _img(plots["domains.png"], "image scores per domain"),
-                   _img(plots["score_distributions.png"], "score distributions and ROC curves per subset")]
+      sections += [
+        f"<h2>Image scores per domain{first}</h2>",
+        _img(plots["domains.png"], "image scores per domain"),
+        _img(plots["score_distributions.png"], "score distributions and ROC curves per subset"),
+      ]
     if self.overlays:
-      sections.append(f"<h2>Heatmaps{first}</h2><p>Per subset, a few images of each kind: the highest-scoring "
-                      f"normal images (false-positive candidates), the lowest-scoring of each defect type (the "
-                      f"misses) and typical ones. One colour scale for the whole run: {vmin:.3f} (blue) to "
-                      f"{vmax:.3f} (red).</p>")
+      sections.append(
+        f"<h2>Heatmaps{first}</h2><p>Per subset, a few images of each kind: the highest-scoring "
+        f"normal images (false-positive candidates), the lowest-scoring of each defect type (the "
+        f"misses) and typical ones. One colour scale for the whole run: {vmin:.3f} (blue) to "
+        f"{vmax:.3f} (red).</p>"
+      )
       for subset in self.scores:
         chosen = [o for o in self.overlays if o.subset == subset]
         if chosen:
@@ -95,9 +124,14 @@ class Report:
           folder.mkdir(parents=True, exist_ok=True)
           (folder / (item.name.replace("/", "__").rsplit(".", 1)[0] + ".png")).write_bytes(png)
           sections.append(_img(png, item.title))
-    sections += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(self.config.to_dict(), indent=2, default=str))}"
-                 "</pre>", "<h2>Written by</h2>", f"<pre>{html.escape(_command())}</pre>",
-                 "<h2>Software</h2>", _versions_table()]
+    sections += [
+      "<h2>Config</h2>",
+      f"<pre>{html.escape(json.dumps(self.config.to_dict(), indent=2, default=str))}</pre>",
+      "<h2>Written by</h2>",
+      f"<pre>{html.escape(_command())}</pre>",
+      "<h2>Software</h2>",
+      _versions_table(),
+    ]
     path = directory / "report.html"
     path.write_text(_PAGE.format(title=html.escape(header), body="\n".join(sections)))
     return path
@@ -105,14 +139,15 @@ class Report:
 
 def _html_table(results: reports.Results, std) -> str:
   head = "".join(f"<th>{html.escape(subset)}</th>" for subset in results)
-  rows = "".join(f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-                 for label, cells in reports.table_cells(results, std))
+  rows = "".join(
+    f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    for label, cells in reports.table_cells(results, std)
+  )
   return f"<table><tr><th>metric</th>{head}</tr>{rows}</table>"
 
 
 def _img(png: bytes, alt: str) -> str:
-  return (f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}">'
-          "</figure>")
+  return f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}"></figure>'
 
 
 def _command() -> str:
@@ -120,15 +155,19 @@ def _command() -> str:
 
 
 def _versions_table() -> str:
-  rows = [("python", platform.python_version()), ("platform", platform.platform()),
-          ("devices", ", ".join(sorted({d.device_kind for d in jax.devices()})) + f" × {jax.device_count()}")]
+  rows = [
+    ("python", platform.python_version()),
+    ("platform", platform.platform()),
+    ("devices", ", ".join(sorted({d.device_kind for d in jax.devices()})) + f" × {jax.device_count()}"),
+  ]
   for package in PACKAGES:
     try:
       rows.append((package, importlib.metadata.version(package)))
     except importlib.metadata.PackageNotFoundError:
       rows.append((package, "not installed"))
-  return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + \
-      "</table>"
+  return (
+    "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"
+  )
 
 
 _PAGE = """<!DOCTYPE html>

@@ -10,8 +10,12 @@ import numpy as np
 
 from mmr_jax import metrics
 
-METRIC_NAMES = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "pro": "PRO (published)",
-                "aupro": "AUPRO@0.3"}
+METRIC_NAMES = {
+  "image_auroc": "Image AUROC",
+  "pixel_auroc": "Pixel AUROC",
+  "pro": "PRO (published)",
+  "aupro": "AUPRO@0.3",
+}
 Results = Mapping[str, Mapping[str, Optional[float]]]
 # The published evaluation returns image AUROC and PRO rounded to 3 decimals per subset, and the paper's means are
 # means of those (docs/spec.md §8). results.json keeps the raw values and adds these as "<metric>_rounded".
@@ -22,8 +26,11 @@ def published_rounding(row: Mapping[str, Optional[float]]) -> dict:
   """`row` plus "<metric>_rounded" for PUBLISHED_ROUNDING: NumPy's round to 3 decimals (round half to even after
   ×1000), which is what `round()` does to the np.float64 that its sklearn 0.24 and np.mean return: 0.8445 → 0.844,
   where Python's round of a float gives 0.845."""
-  rounded = {f"{name}_rounded": float(np.round(np.float64(row[name]), 3))
-             for name in PUBLISHED_ROUNDING if row.get(name) is not None}
+  rounded = {
+    f"{name}_rounded": float(np.round(np.float64(row[name]), 3))
+    for name in PUBLISHED_ROUNDING
+    if row.get(name) is not None
+  }
   return {**row, **rounded}
 
 
@@ -88,8 +95,7 @@ def seeds_text(seeds: Sequence[int]) -> str:
   return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
 
 
-def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[Results],
-                  header: str = "") -> dict:
+def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[Results], header: str = "") -> dict:
   """Writes results.json and results.md. One seed: its results. K seeds: each under seed_<s>/results.json,
   and at the top the mean over seeds (results.json) and mean ± std (results.md). Returns the top-level dict."""
   workdir.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,13 @@ MALLOC_TUNING_VARIABLE = "MMR_JAX_MALLOC_TUNING"
 RELAUNCHED_VARIABLE = "MMR_JAX_RELAUNCHED"
 
 
-def enable_compilation_cache(directory: str | os.PathLike | None = None,
-                             min_compile_seconds: float = 1.0) -> pathlib.Path:
+def enable_compilation_cache(
+  directory: str | os.PathLike | None = None, min_compile_seconds: float = 1.0
+) -> pathlib.Path:
   """Keeps compiled programs on disk (default: $MMR_JAX_COMPILE_CACHE or ~/.cache/mmr_jax/xla), so that a
   resumed or repeated run with the same shapes starts in seconds instead of recompiling."""
   import jax  # # Here, so that the relaunch and --help never import JAX.
+
   if directory is None:
     directory = os.environ.get("MMR_JAX_COMPILE_CACHE", "~/.cache/mmr_jax/xla")
   directory = pathlib.Path(directory).expanduser()
@@ -53,8 +55,9 @@ def computes_on_cpu(environ: Mapping[str, str] = os.environ) -> bool:
 def malloc_tuned_environment(environ: Mapping[str, str], *, libc: str, on_cpu: bool) -> dict[str, str] | None:
   """The environment to relaunch with: `environ` plus the MALLOC_TUNABLES that GLIBC_TUNABLES lacks (a value
   the user set is kept). None where nothing is to be done: set already, opted out, not glibc, not the CPU."""
-  if (libc != "glibc" or not on_cpu or environ.get(RELAUNCHED_VARIABLE)
-      or environ.get(MALLOC_TUNING_VARIABLE, "1") == "0"):
+  if (
+    libc != "glibc" or not on_cpu or environ.get(RELAUNCHED_VARIABLE) or environ.get(MALLOC_TUNING_VARIABLE, "1") == "0"
+  ):
     return None
   current = environ.get("GLIBC_TUNABLES", "")
   named = {item.split("=", 1)[0] for item in current.split(":") if "=" in item}
@@ -86,6 +89,7 @@ def exit_on_help(doc: str, argv: list[str] = sys.argv, shared_flags_module: str 
   if not any(arg in HELP_FLAGS for arg in argv[1:]):
     return
   from absl import flags
+
   text = flags.FLAGS.main_module_help()
   if shared_flags_module:
     text += "\n" + flags.FLAGS.module_help(shared_flags_module)

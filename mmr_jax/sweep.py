@@ -23,11 +23,31 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-COLUMNS = ("devices", "batch_size", "num_seeds", "student", "teacher", "image_size", "compute_dtype",
-           "train_img_per_s", "infer_img_per_s", "train_step_s", "infer_batch_s", "train_gflop_per_image",
-           "infer_gflop_per_image", "train_gflop_per_s", "infer_gflop_per_s", "peak_f32_gflop_per_s",
-           "train_fraction_of_f32_peak", "infer_fraction_of_f32_peak", "train_compile_s", "infer_compile_s",
-           "peak_memory_gib", "device_kind", "platform")
+COLUMNS = (
+  "devices",
+  "batch_size",
+  "num_seeds",
+  "student",
+  "teacher",
+  "image_size",
+  "compute_dtype",
+  "train_img_per_s",
+  "infer_img_per_s",
+  "train_step_s",
+  "infer_batch_s",
+  "train_gflop_per_image",
+  "infer_gflop_per_image",
+  "train_gflop_per_s",
+  "infer_gflop_per_s",
+  "peak_f32_gflop_per_s",
+  "train_fraction_of_f32_peak",
+  "infer_fraction_of_f32_peak",
+  "train_compile_s",
+  "infer_compile_s",
+  "peak_memory_gib",
+  "device_kind",
+  "platform",
+)
 
 
 def config_arguments(argv: list[str]) -> list[str]:
@@ -45,34 +65,64 @@ def config_arguments(argv: list[str]) -> list[str]:
 def point_row(report: dict) -> dict:
   c, f = report["config"], report["flops_per_image"]
   return {
-      "devices": report["num_devices"], "batch_size": c["batch_size"], "num_seeds": c["num_seeds"],
-      "student": c["student"], "teacher": c["teacher"], "image_size": c["image_size"],
-      "compute_dtype": c["compute_dtype"],
-      "train_img_per_s": report["train_img_per_s"], "infer_img_per_s": report["infer_img_per_s"],
-      "train_step_s": report["train_step_s"], "infer_batch_s": report["infer_batch_s"],
-      "train_gflop_per_image": f["train"] / 1e9, "infer_gflop_per_image": f["infer"] / 1e9,
-      "train_gflop_per_s": report["train_flop_per_s"] / 1e9, "infer_gflop_per_s": report["infer_flop_per_s"] / 1e9,
-      "peak_f32_gflop_per_s": report["peak_f32_flop_per_s"] / 1e9,
-      "train_fraction_of_f32_peak": report["train_fraction_of_f32_peak"],
-      "infer_fraction_of_f32_peak": report["infer_fraction_of_f32_peak"],
-      "train_compile_s": report["train_compile_s"], "infer_compile_s": report["infer_compile_s"],
-      "peak_memory_gib": report["peak_memory_bytes"] / 2 ** 30, "device_kind": report["device_kind"],
-      "platform": report["platform"],
+    "devices": report["num_devices"],
+    "batch_size": c["batch_size"],
+    "num_seeds": c["num_seeds"],
+    "student": c["student"],
+    "teacher": c["teacher"],
+    "image_size": c["image_size"],
+    "compute_dtype": c["compute_dtype"],
+    "train_img_per_s": report["train_img_per_s"],
+    "infer_img_per_s": report["infer_img_per_s"],
+    "train_step_s": report["train_step_s"],
+    "infer_batch_s": report["infer_batch_s"],
+    "train_gflop_per_image": f["train"] / 1e9,
+    "infer_gflop_per_image": f["infer"] / 1e9,
+    "train_gflop_per_s": report["train_flop_per_s"] / 1e9,
+    "infer_gflop_per_s": report["infer_flop_per_s"] / 1e9,
+    "peak_f32_gflop_per_s": report["peak_f32_flop_per_s"] / 1e9,
+    "train_fraction_of_f32_peak": report["train_fraction_of_f32_peak"],
+    "infer_fraction_of_f32_peak": report["infer_fraction_of_f32_peak"],
+    "train_compile_s": report["train_compile_s"],
+    "infer_compile_s": report["infer_compile_s"],
+    "peak_memory_gib": report["peak_memory_bytes"] / 2**30,
+    "device_kind": report["device_kind"],
+    "platform": report["platform"],
   }
 
 
-def run_point(config_args: list[str], devices: int, batch: int, max_devices: int, out: pathlib.Path, *,
-              steps: int, warmup: int, probe_sizes: list[str]) -> dict:
+def run_point(
+  config_args: list[str],
+  devices: int,
+  batch: int,
+  max_devices: int,
+  out: pathlib.Path,
+  *,
+  steps: int,
+  warmup: int,
+  probe_sizes: list[str],
+) -> dict:
   """One benchmark child process; returns its JSON report. Raises RuntimeError with the child's error."""
   path = out / "points" / f"devices{devices}_batch{batch}.json"
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max_devices}".strip()
-  command = [sys.executable, "-m", "mmr_jax.benchmark", *config_args, f"--batch={batch}", f"--devices={devices}",
-             f"--steps={steps}", f"--warmup={warmup}", f"--probe_sizes={','.join(probe_sizes)}", f"--json={path}"]
+  command = [
+    sys.executable,
+    "-m",
+    "mmr_jax.benchmark",
+    *config_args,
+    f"--batch={batch}",
+    f"--devices={devices}",
+    f"--steps={steps}",
+    f"--warmup={warmup}",
+    f"--probe_sizes={','.join(probe_sizes)}",
+    f"--json={path}",
+  ]
   result = subprocess.run(command, capture_output=True, text=True, env=env)
   if result.returncode != 0:
-    raise RuntimeError(f"the benchmark of {devices} device(s), batch {batch} failed:\n{' '.join(command)}\n"
-                       f"{result.stderr[-3000:]}")
+    raise RuntimeError(
+      f"the benchmark of {devices} device(s), batch {batch} failed:\n{' '.join(command)}\n{result.stderr[-3000:]}"
+    )
   return json.loads(path.read_text())
 
 
@@ -86,6 +136,7 @@ def write_csv(rows: list[dict], path: pathlib.Path) -> None:
 def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
   """Throughput (training and inference) against batch size, one line per device count, and against devices."""
   import matplotlib
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
@@ -94,8 +145,11 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
     for c, (x_key, line_key) in enumerate((("batch_size", "devices"), ("devices", "batch_size"))):
       ax = axes[r][c]
       for line in sorted({row[line_key] for row in rows}):
-        points = sorted((row[x_key], row[f"{what}_img_per_s"], row[f"{what}_fraction_of_f32_peak"])
-                        for row in rows if row[line_key] == line)
+        points = sorted(
+          (row[x_key], row[f"{what}_img_per_s"], row[f"{what}_fraction_of_f32_peak"])
+          for row in rows
+          if row[line_key] == line
+        )
         xs, ys, fractions = zip(*points)
         ax.plot(xs, ys, marker="o", label=f"{line_key.replace('_', ' ')} {line}")
         for x, y, fraction in points:
@@ -112,8 +166,16 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
   plt.close(fig)
 
 
-def sweep(config_args: list[str], batch_sizes: list[int], device_counts: list[int], out: pathlib.Path, *,
-          steps: int = 3, warmup: int = 1, probe_sizes: list[str] = ("1024", "2048")) -> list[dict]:
+def sweep(
+  config_args: list[str],
+  batch_sizes: list[int],
+  device_counts: list[int],
+  out: pathlib.Path,
+  *,
+  steps: int = 3,
+  warmup: int = 1,
+  probe_sizes: list[str] = ("1024", "2048"),
+) -> list[dict]:
   """Runs every (devices, batch) point that divides; writes sweep.csv and sweep.png under `out`."""
   out.mkdir(parents=True, exist_ok=True)
   rows = []
@@ -122,18 +184,26 @@ def sweep(config_args: list[str], batch_sizes: list[int], device_counts: list[in
       if batch % devices:
         print(f"skipping {devices} device(s) × batch {batch}: the batch does not split evenly")
         continue
-      report = run_point(config_args, devices, batch, max(device_counts), out, steps=steps, warmup=warmup,
-                         probe_sizes=list(probe_sizes))
+      report = run_point(
+        config_args, devices, batch, max(device_counts), out, steps=steps, warmup=warmup, probe_sizes=list(probe_sizes)
+      )
       rows.append(point_row(report))
-      print(f"{devices} device(s), batch {batch:4d}: train {report['train_img_per_s']:9.2f} img/s "
-            f"({100 * report['train_fraction_of_f32_peak']:5.1f}% of f32 peak), infer "
-            f"{report['infer_img_per_s']:9.2f} img/s ({100 * report['infer_fraction_of_f32_peak']:5.1f}%)", flush=True)
+      print(
+        f"{devices} device(s), batch {batch:4d}: train {report['train_img_per_s']:9.2f} img/s "
+        f"({100 * report['train_fraction_of_f32_peak']:5.1f}% of f32 peak), infer "
+        f"{report['infer_img_per_s']:9.2f} img/s ({100 * report['infer_fraction_of_f32_peak']:5.1f}%)",
+        flush=True,
+      )
   if not rows:
     raise ValueError("no point of the sweep has a batch size divisible by its device count")
   write_csv(rows, out / "sweep.csv")
   first = rows[0]
-  plot(rows, out / "sweep.png", f"{first['student']} + {first['teacher']}, {first['image_size']}², "
-       f"{first['compute_dtype']}, {first['device_kind']}")
+  plot(
+    rows,
+    out / "sweep.png",
+    f"{first['student']} + {first['teacher']}, {first['image_size']}², "
+    f"{first['compute_dtype']}, {first['device_kind']}",
+  )
   return rows
 
 
@@ -166,9 +236,15 @@ def main(argv) -> None:
     raise app.UsageError("--config and --out are required, e.g. --config=configs/synthetic.py --out=runs/sweep")
   out = pathlib.Path(f.out)
   try:
-    sweep(config_arguments(sys.argv[1:]), _positive_ints(f.batch_sizes, "batch_sizes"),
-          _positive_ints(f.devices, "devices"), out, steps=f.steps, warmup=f.warmup,
-          probe_sizes=[str(size) for size in _positive_ints(f.probe_sizes, "probe_sizes")])
+    sweep(
+      config_arguments(sys.argv[1:]),
+      _positive_ints(f.batch_sizes, "batch_sizes"),
+      _positive_ints(f.devices, "devices"),
+      out,
+      steps=f.steps,
+      warmup=f.warmup,
+      probe_sizes=[str(size) for size in _positive_ints(f.probe_sizes, "probe_sizes")],
+    )
   except (RuntimeError, ValueError) as error:
     raise app.UsageError(str(error)) from error
   print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")

@@ -24,7 +24,7 @@ SIZE = 40
 def write_image(path: pathlib.Path, seed: int, size: tuple[int, int] = (SIZE, SIZE)) -> pathlib.Path:
   """A smooth random colour image (PNG or JPEG by the suffix)."""
   rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:size[0], 0:size[1]] / max(size)
+  yy, xx = np.mgrid[0 : size[0], 0 : size[1]] / max(size)
   base = rng.uniform(40, 200, 3)
   image = base + 50 * np.sin(6 * xx + rng.uniform(0, 6))[..., None] * rng.uniform(-1, 1, 3) + 30 * yy[..., None]
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,8 +32,9 @@ def write_image(path: pathlib.Path, seed: int, size: tuple[int, int] = (SIZE, SI
   return path
 
 
-def write_mask(path: pathlib.Path, box: tuple[int, int, int, int] = (10, 10, 25, 25),
-               size: tuple[int, int] = (SIZE, SIZE)) -> pathlib.Path:
+def write_mask(
+  path: pathlib.Path, box: tuple[int, int, int, int] = (10, 10, 25, 25), size: tuple[int, int] = (SIZE, SIZE)
+) -> pathlib.Path:
   """A 0/255 mask with the rectangle (top, left, bottom, right) set."""
   mask = np.zeros(size, np.uint8)
   top, left, bottom, right = box
@@ -54,7 +55,7 @@ def write_junk(folder: pathlib.Path) -> None:
 def truncate(path: pathlib.Path) -> pathlib.Path:
   """Cuts the file in half: it no longer decodes."""
   data = path.read_bytes()
-  path.write_bytes(data[:len(data) // 2])
+  path.write_bytes(data[: len(data) // 2])
   return path
 
 
@@ -112,8 +113,12 @@ def config_for(name: str, root: pathlib.Path, subsets=None, **data_overrides):
   config = common.get_config()
   config.data.name = name
   config.data.root = str(root)
-  config.data.subsets = subsets or {"aebad_s": ("same", "view"), "aebad_v": ("video1", "video2"),
-                                    "mvtec": ("bottle",), "folder": (root.name,)}[name]
+  config.data.subsets = (
+    subsets
+    or {"aebad_s": ("same", "view"), "aebad_v": ("video1", "video2"), "mvtec": ("bottle",), "folder": (root.name,)}[
+      name
+    ]
+  )
   config.data.image_size = 32
   config.data.resize_size = 36
   config.batch_size = 2

@@ -30,23 +30,32 @@ def _copy_with(tmp_path, name, module, line):
 
 def test_the_check_fails_on_an_upward_import_and_on_a_cycle(tmp_path):
   checker = _checker()
-  upward = _copy_with(tmp_path, "upward", "models/layers.py",
-                      "\n\ndef _late():\n  from mmr_jax import experiment  # Deferred, and still upward.\n")
+  upward = _copy_with(
+    tmp_path,
+    "upward",
+    "models/layers.py",
+    "\n\ndef _late():\n  from mmr_jax import experiment  # Deferred, and still upward.\n",
+  )
   expected = "upward import: mmr_jax.models.layers (models) imports mmr_jax.experiment (a run)"
   assert expected in checker.violations(upward)
   cycle = _copy_with(tmp_path, "cycle", "data/images.py", "\nfrom mmr_jax.data import pipeline\n")
   problems = checker.violations(cycle)
   assert len(problems) == 1 and problems[0].startswith("import cycle: mmr_jax.data.images → "), problems
   assert "mmr_jax.data.pipeline" in problems[0]
-  result = subprocess.run([sys.executable, str(REPO / "tools" / "check_imports.py"), f"--package_dir={upward}"],
-                          capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, str(REPO / "tools" / "check_imports.py"), f"--package_dir={upward}"],
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 1 and "upward import" in result.stdout
 
 
 def test_every_module_imports_in_a_fresh_interpreter():
   names = sorted(_checker().module_names(REPO / "mmr_jax"))
-  script = ("import importlib, sys\nfor name in sys.argv[1:]:\n  importlib.import_module(name)\n"
-            "print('imported', len(sys.argv) - 1)")
+  script = (
+    "import importlib, sys\nfor name in sys.argv[1:]:\n  importlib.import_module(name)\n"
+    "print('imported', len(sys.argv) - 1)"
+  )
   result = subprocess.run([sys.executable, "-c", script, *names], cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split()[-1] == str(len(names))

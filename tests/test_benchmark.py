@@ -41,13 +41,18 @@ XLA_FLAGS = f"--xla_backend_optimization_level=0 --xla_force_host_platform_devic
 
 @pytest.fixture(scope="module")
 def command_env(tmp_path_factory):
-  return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "XLA_FLAGS": XLA_FLAGS.split(" ")[0]}
+  return {
+    **os.environ,
+    "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "XLA_FLAGS": XLA_FLAGS.split(" ")[0],
+  }
 
 
 def run_module(env: dict, module: str, *args: str) -> subprocess.CompletedProcess:
-  result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=600)
+  result = subprocess.run(
+    [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return result
 
@@ -69,8 +74,9 @@ def test_training_and_inference_flops_add_up():
   assert f["train"] == f["teacher"] + 3 * (f["encoder_train"] + f["fpn"])
   assert f["infer"] == f["teacher"] + f["encoder_infer"] + f["fpn"] + f["anomaly_map"]
   # Scaling configs grow the student or the image as they should.
-  scaled = {name: flops.analytic_flops(module.get_config())
-            for name, module in (("S", vit_s), ("L", vit_l), ("320", vit_b_320))}
+  scaled = {
+    name: flops.analytic_flops(module.get_config()) for name, module in (("S", vit_s), ("L", vit_l), ("320", vit_b_320))
+  }
   assert scaled["S"]["encoder_infer"] < f["encoder_infer"] < scaled["L"]["encoder_infer"]
   assert scaled["320"]["teacher"] == pytest.approx(f["teacher"] * (320 / 224) ** 2, rel=0.03)
 
@@ -78,14 +84,32 @@ def test_training_and_inference_flops_add_up():
 def test_benchmark_command_writes_json(tmp_path, command_env):
   out = tmp_path / "bench.json"
   # The sweep's children see this XLA_FLAGS value; --devices=1 makes the same one-device programs.
-  result = run_module({**command_env, "XLA_FLAGS": XLA_FLAGS}, "mmr_jax.benchmark", *TINY, "--batch=4",
-                      "--devices=1", "--steps=2", f"--json={out}")
+  result = run_module(
+    {**command_env, "XLA_FLAGS": XLA_FLAGS},
+    "mmr_jax.benchmark",
+    *TINY,
+    "--batch=4",
+    "--devices=1",
+    "--steps=2",
+    f"--json={out}",
+  )
   report = json.loads(out.read_text())
   assert "img/s" in result.stdout
   assert report["config"]["depth"] == 1 and report["config"]["batch_size"] == 4 and report["num_devices"] == 1
-  for key in ("train_img_per_s", "infer_img_per_s", "train_compile_s", "infer_compile_s", "peak_memory_bytes",
-              "train_flop_per_s", "infer_flop_per_s", "peak_f32_flop_per_s", "peak_bf16_flop_per_s",
-              "train_fraction_of_f32_peak", "infer_fraction_of_f32_peak", "train_fraction_of_bf16_peak"):
+  for key in (
+    "train_img_per_s",
+    "infer_img_per_s",
+    "train_compile_s",
+    "infer_compile_s",
+    "peak_memory_bytes",
+    "train_flop_per_s",
+    "infer_flop_per_s",
+    "peak_f32_flop_per_s",
+    "peak_bf16_flop_per_s",
+    "train_fraction_of_f32_peak",
+    "infer_fraction_of_f32_peak",
+    "train_fraction_of_bf16_peak",
+  ):
     assert report[key] > 0, key
   assert len(report["train_step_all_s"]) == 2
   config = synthetic.get_config()
@@ -102,8 +126,15 @@ def test_benchmark_and_sweep_import_no_tensorflow():
 
 
 def test_sweep_writes_csv_and_plot(tmp_path, command_env):
-  run_module(command_env, "mmr_jax.sweep", *TINY, "--batch_sizes=4", f"--devices=1,{SIMULATED_DEVICES}",
-             "--steps=1", f"--out={tmp_path}")
+  run_module(
+    command_env,
+    "mmr_jax.sweep",
+    *TINY,
+    "--batch_sizes=4",
+    f"--devices=1,{SIMULATED_DEVICES}",
+    "--steps=1",
+    f"--out={tmp_path}",
+  )
   with (tmp_path / "sweep.csv").open() as f:
     rows = list(csv.DictReader(f))
   assert sorted((int(r["devices"]), int(r["batch_size"])) for r in rows) == [(1, 4), (SIMULATED_DEVICES, 4)]
@@ -113,10 +144,19 @@ def test_sweep_writes_csv_and_plot(tmp_path, command_env):
 
 
 def test_sweep_passes_config_overrides_on():
-  argv = ["--config=configs/synthetic.py", "--batch_sizes=8", "--config.model.compute_dtype", "bfloat16",
-          "--config.seed=3", "--out=x"]
-  assert sweep.config_arguments(argv) == ["--config=configs/synthetic.py", "--config.model.compute_dtype=bfloat16",
-                                          "--config.seed=3"]
+  argv = [
+    "--config=configs/synthetic.py",
+    "--batch_sizes=8",
+    "--config.model.compute_dtype",
+    "bfloat16",
+    "--config.seed=3",
+    "--out=x",
+  ]
+  assert sweep.config_arguments(argv) == [
+    "--config=configs/synthetic.py",
+    "--config.model.compute_dtype=bfloat16",
+    "--config.seed=3",
+  ]
 
 
 def host_random_params(module) -> dict:
@@ -124,8 +164,11 @@ def host_random_params(module) -> dict:
   kernels ~ N(0, 1/fan_in), vectors (norm scales and shifts, BN statistics) in [0.5, 1.5]."""
   rng = np.random.default_rng(0)
   shapes = jax.eval_shape(lambda key: module.init(key, jnp.zeros((1, 64, 64, 3)))["params"], jax.random.key(0))
-  draw = lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1
-                    else rng.uniform(0.5, 1.5, size=s.shape))
+  draw = lambda s: (
+    rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))
+    if len(s.shape) > 1
+    else rng.uniform(0.5, 1.5, size=s.shape)
+  )
   return jax.tree_util.tree_map(lambda s: jnp.asarray(draw(s), jnp.float32), shapes)
 
 
@@ -142,8 +185,11 @@ def test_bfloat16_features_stay_close_to_float32():
     student_params, teacher_params = host_random_params(student), host_random_params(teacher)
     teacher_features = steps.make_teacher_fn(teacher, mesh)(teacher_params, images)
     features = jax.jit(lambda p, x: student.apply({"params": p}, x, 0.0))(student_params, images[0])
-    outputs[dtype] = teacher_features, features, objectives.reconstruction_loss(
-        [t[0] for t in teacher_features], features)[0]
+    outputs[dtype] = (
+      teacher_features,
+      features,
+      objectives.reconstruction_loss([t[0] for t in teacher_features], features)[0],
+    )
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(student_params))
   pairs = zip(jax.tree_util.tree_leaves(outputs["float32"][:2]), jax.tree_util.tree_leaves(outputs["bfloat16"][:2]))
   for f32, bf16 in pairs:
@@ -166,8 +212,9 @@ def test_published_torch_forms_compute_what_the_lean_port_computes():
   torch.manual_seed(0)
   lean_teacher = torch_mmr.ResNetTeacher("resnet18").double().eval()
   whole_teacher = benchmark_torch.WholeNetworkTeacher("resnet18").double().eval()
-  lean_teacher.load_state_dict({k: v for k, v in whole_teacher.state_dict().items()
-                                if not k.startswith(("layer4.", "fc."))})
+  lean_teacher.load_state_dict(
+    {k: v for k, v in whole_teacher.state_dict().items() if not k.startswith(("layer4.", "fc."))}
+  )
   student = torch_mmr.MMRStudent(width=64, depth=1, num_heads=2, image_size=64, fpn_channels=(64, 128, 256))
   student = student.double()
   for p in student.parameters():  # Non-trivial LayerNorm affines, so that a lost weight or bias would show.
@@ -188,16 +235,29 @@ def test_published_torch_forms_compute_what_the_lean_port_computes():
 def test_the_accelerator_check_runs_every_step_on_the_cpu(tmp_path):
   """tools/accelerator_check.py at a small size: every figure it prints comes out (the GPU run is the note's)."""
   out = tmp_path / "check"
-  command = [sys.executable, str(ROOT / "tools" / "accelerator_check.py"), "--config=configs/synthetic.py",
-             "--override=--config.model.vit.depth=1", "--override=--config.data.image_size=64",
-             "--override=--config.model.vit.width=128", "--override=--config.model.vit.num_heads=2", "--batch=4",
-             "--max_batch=8", "--steps=1", "--probe_sizes=256", f"--out={out}"]
+  command = [
+    sys.executable,
+    str(ROOT / "tools" / "accelerator_check.py"),
+    "--config=configs/synthetic.py",
+    "--override=--config.model.vit.depth=1",
+    "--override=--config.data.image_size=64",
+    "--override=--config.model.vit.width=128",
+    "--override=--config.model.vit.num_heads=2",
+    "--batch=4",
+    "--max_batch=8",
+    "--steps=1",
+    "--probe_sizes=256",
+    f"--out={out}",
+  ]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = (out / "summary.txt").read_text()
   for dtype in ("float32", "bfloat16"):
-    assert re.search(rf"{dtype} on cpu: train [\d.]+ img/s \(\d+ % of peak\), inference [\d.]+ img/s; 4 seeds in one "
-                     rf"program: train [\d.]+×, inference [\d.]+×", summary), summary
+    assert re.search(
+      rf"{dtype} on cpu: train [\d.]+ img/s \(\d+ % of peak\), inference [\d.]+ img/s; 4 seeds in one "
+      rf"program: train [\d.]+×, inference [\d.]+×",
+      summary,
+    ), summary
   assert "largest training batch that runs (float32, doubling from 4 to at most 8): 8" in summary
   assert re.search(r"training transform from 4 MP originals: [\d.]+ img/s per core", summary), summary
   assert summary.count("32 passed, 0 failed (exit 0)") == 2, summary

@@ -28,21 +28,30 @@ def test_comma_form_of_a_list_is_split():
 
 def test_comma_form_on_the_command_line(tmp_path):
   # The flag parser itself, as a user's command line reaches it.
-  script = ("from absl import app, flags\nfrom ml_collections import config_flags\nfrom mmr_jax import config\n"
-            "config_flags.DEFINE_config_file('config', None, '', lock_config=True)\n"
-            "app.run(lambda _: print(config.validate(flags.FLAGS.config).data.subsets))\n")
-  result = subprocess.run([sys.executable, "-c", script, "--config=configs/synthetic.py",
-                           "--config.data.subsets=same,view"], capture_output=True, text=True, check=True)
+  script = (
+    "from absl import app, flags\nfrom ml_collections import config_flags\nfrom mmr_jax import config\n"
+    "config_flags.DEFINE_config_file('config', None, '', lock_config=True)\n"
+    "app.run(lambda _: print(config.validate(flags.FLAGS.config).data.subsets))\n"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", script, "--config=configs/synthetic.py", "--config.data.subsets=same,view"],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   assert result.stdout.strip() == "('same', 'view')"
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("data.root", "", r"data\.root is empty: pass --config\.data\.root=DIR"),
     ("data.max_image_side", 100, r"data\.max_image_side \(100\) must be 0 .* ≥ data\.resize_size"),
     ("data.min_epoch_images", -1, r"data\.min_epoch_images must be ≥ 0"),
     ("model.teacher", "efficientnet_b7", r"model\.teacher must be one of .*efficientnet_lite0"),
     ("data.image_size", 150, r"multiple of the patch size 16"),
-])
+  ],
+)
 def test_bad_values_name_their_key(key, value, message):
   config = synthetic.get_config()
   parent, leaf = key.rsplit(".", 1)

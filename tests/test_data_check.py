@@ -83,8 +83,15 @@ def test_16_bit_images_are_scaled_to_8_bits_and_reported(tmp_path):
 
 def test_command_line_exit_codes(tmp_path):
   root = fx.make_aebad_s(tmp_path)
-  command = [sys.executable, "-m", "mmr_jax.data.check", "--config=configs/aebad_s.py",
-             f"--config.data.root={root}", "--config.data.subsets=('same','view')", "--config.batch_size=2"]
+  command = [
+    sys.executable,
+    "-m",
+    "mmr_jax.data.check",
+    "--config=configs/aebad_s.py",
+    f"--config.data.root={root}",
+    "--config.data.subsets=('same','view')",
+    "--config.batch_size=2",
+  ]
   good = subprocess.run(command, cwd=fx.REPO, capture_output=True, text=True)
   assert good.returncode == 0, good.stdout + good.stderr
   assert "USABLE: no problems found" in good.stdout
@@ -113,10 +120,13 @@ def test_files_the_published_globs_do_not_read_are_named(tmp_path):
   usable, report = _run(fx.config_for("aebad_s", root))
   assert usable, report  # Informational: the run can use them.
   assert "train                         9 images" in report
-  assert ("note: 1 files are in nested folders the published code does not read "
-          f"(e.g. {nested.relative_to(root)})") in report
-  assert ("note: 1 files have extensions other than .png that the published code does not read "
-          f"(e.g. {jpeg.relative_to(root)})") in report
+  assert (
+    f"note: 1 files are in nested folders the published code does not read (e.g. {nested.relative_to(root)})"
+  ) in report
+  assert (
+    "note: 1 files have extensions other than .png that the published code does not read "
+    f"(e.g. {jpeg.relative_to(root)})"
+  ) in report
   assert f"note: 1 files are outside the folders the published code reads (e.g. {loose.relative_to(root)})" in report
   assert f"(e.g. {upper.relative_to(root)})" in report
   assert report.count("not comparable file for file with the paper's") == 2  # train and test same.
@@ -129,15 +139,18 @@ def test_files_only_the_published_code_reads_are_named(tmp_path):
   hidden = fx.write_image(root / "AeBAD_S/train/good/.cache/100.png", seed=1)  # os.listdir finds the folder.
   usable, report = _run(fx.config_for("aebad_s", root))
   assert usable
-  assert ("note: 1 files in hidden folders are read by the published code but not here "
-          f"(e.g. {hidden.relative_to(root)})") in report
+  assert (
+    f"note: 1 files in hidden folders are read by the published code but not here (e.g. {hidden.relative_to(root)})"
+  ) in report
   assert "not comparable" in report
   # MVTec's reader lists every file: the `._*` forks and the rest beside the images too, which are no images.
   usable, report = _run(fx.config_for("mvtec", fx.make_mvtec(tmp_path / "m")))
   assert usable and "not comparable" not in report
-  assert ("note: 2 files are hidden and not images, macOS `._*` resource forks among them: skipped here, but the "
-          "published code lists them too and its loader would fail on them "
-          "(e.g. bottle/train/good/._000.png)") in report
+  assert (
+    "note: 2 files are hidden and not images, macOS `._*` resource forks among them: skipped here, but the "
+    "published code lists them too and its loader would fail on them "
+    "(e.g. bottle/train/good/._000.png)"
+  ) in report
   assert "note: 1 files have no image extension" in report and "bottle/train/good/notes.txt" in report
   assert "the images match the published code's (bottle/train/<type>/*)" in report
   assert "the files match the published code's (bottle/test/<type>/*)" in report

@@ -11,15 +11,22 @@ from mmr_jax.data.layouts import DatasetError
 def test_aebad_s_reader(tmp_path):
   config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path))
   train = layouts.list_train(config)
-  assert [e.name for e in train.examples] == [f"AeBAD_S/train/good/sub{1 if i % 2 else 2}/{i:03d}.png"
-                                              for i in (1, 3, 5, 0, 2, 4)]
+  assert [e.name for e in train.examples] == [
+    f"AeBAD_S/train/good/sub{1 if i % 2 else 2}/{i:03d}.png" for i in (1, 3, 5, 0, 2, 4)
+  ]
   assert all(e.label == 0 and e.mask_file is None for e in train.examples)
-  assert sorted(train.skipped) == ["AeBAD_S/train/good/sub1/.DS_Store", "AeBAD_S/train/good/sub1/._000.png",
-                                   "AeBAD_S/train/good/sub1/notes.txt"]
+  assert sorted(train.skipped) == [
+    "AeBAD_S/train/good/sub1/.DS_Store",
+    "AeBAD_S/train/good/sub1/._000.png",
+    "AeBAD_S/train/good/sub1/notes.txt",
+  ]
   view = layouts.list_test(config, "view")
   assert [(e.name, e.label, e.defect_type) for e in view.examples] == [
-      ("AeBAD_S/test/good/view/000.png", 0, "good"), ("AeBAD_S/test/good/view/001.png", 0, "good"),
-      ("AeBAD_S/test/groove/view/000.png", 1, "groove"), ("AeBAD_S/test/groove/view/001.png", 1, "groove")]
+    ("AeBAD_S/test/good/view/000.png", 0, "good"),
+    ("AeBAD_S/test/good/view/001.png", 0, "good"),
+    ("AeBAD_S/test/groove/view/000.png", 1, "groove"),
+    ("AeBAD_S/test/groove/view/001.png", 1, "groove"),
+  ]
   # The mask has the image's own name, under ground_truth/<type>/<domain>/.
   assert view.examples[2].mask_file == str(tmp_path / "AeBAD_S/ground_truth/groove/view/000.png")
   assert len(view.skipped) == 3
@@ -28,8 +35,11 @@ def test_aebad_s_reader(tmp_path):
 
 def test_aebad_s_unknown_domain_names_the_folder(tmp_path):
   config = fx.config_for("aebad_s", fx.make_aebad_s(tmp_path))
-  with pytest.raises(DatasetError, match=r"AeBAD_S/test/<type>/illumination: no test images .*types found: good, "
-                                         r"groove.*github.com/zhangzilongc/MMR"):
+  with pytest.raises(
+    DatasetError,
+    match=r"AeBAD_S/test/<type>/illumination: no test images .*types found: good, "
+    r"groove.*github.com/zhangzilongc/MMR",
+  ):
     layouts.list_test(config, "illumination")
 
 
@@ -38,8 +48,11 @@ def test_aebad_v_reader(tmp_path):
   assert len(layouts.list_train(config).examples) == 5
   video = layouts.list_test(config, "video2")
   assert [(e.name, e.label) for e in video.examples] == [
-      ("AeBAD_V/test/video2/anomaly/002.jpg", 1), ("AeBAD_V/test/video2/anomaly/003.jpg", 1),
-      ("AeBAD_V/test/video2/good/000.jpg", 0), ("AeBAD_V/test/video2/good/001.jpg", 0)]
+    ("AeBAD_V/test/video2/anomaly/002.jpg", 1),
+    ("AeBAD_V/test/video2/anomaly/003.jpg", 1),
+    ("AeBAD_V/test/video2/good/000.jpg", 0),
+    ("AeBAD_V/test/video2/good/001.jpg", 0),
+  ]
   assert not any(e.has_mask for e in video.examples)
   assert not layouts.has_masks(config)
 
@@ -49,8 +62,9 @@ def test_mvtec_reader_and_training_class(tmp_path):
   config = fx.config_for("mvtec", tmp_path, subsets=("bottle", "screw"))
   test = layouts.list_test(config, "screw")
   broken = [e for e in test.examples if e.label]
-  assert [e.mask_file for e in broken] == [str(tmp_path / f"screw/ground_truth/broken/00{i}_mask.png")
-                                           for i in range(2)]
+  assert [e.mask_file for e in broken] == [
+    str(tmp_path / f"screw/ground_truth/broken/00{i}_mask.png") for i in range(2)
+  ]
   # Two classes: the class to train must be named.
   with pytest.raises(DatasetError, match="one model per class"):
     layouts.list_train(config)
@@ -64,8 +78,12 @@ def test_folder_reader(tmp_path):
   config = fx.config_for("folder", root)
   assert layouts.subset_names(config) == ("my_part",)
   test = layouts.list_test(config, "my_part")
-  assert [(e.name, e.label) for e in test.examples] == [("test/good/g0.png", 0), ("test/good/g1.png", 0),
-                                                        ("test/scratch/s0.png", 1), ("test/scratch/s1.png", 1)]
+  assert [(e.name, e.label) for e in test.examples] == [
+    ("test/good/g0.png", 0),
+    ("test/good/g1.png", 0),
+    ("test/scratch/s0.png", 1),
+    ("test/scratch/s1.png", 1),
+  ]
   assert test.examples[3].mask_file == str(root / "ground_truth/scratch/s1_mask.png")
   with pytest.raises(DatasetError, match="one test subset, 'my_part'"):
     layouts.list_test(config, "same")

@@ -81,8 +81,7 @@ def test_hosts_read_disjoint_parts_of_each_global_batch(tmp_path):
   assert len(whole) == len(parts[0]) == len(parts[1]) == 2
   for step, batch in enumerate(whole):
     assert parts[0][step]["image"].shape == (2, 32, 32, 3)
-    np.testing.assert_array_equal(np.concatenate([parts[0][step]["image"], parts[1][step]["image"]]),
-                                  batch["image"])
+    np.testing.assert_array_equal(np.concatenate([parts[0][step]["image"], parts[1][step]["image"]]), batch["image"])
   with pytest.raises(ValueError, match="divisible"):
     pipeline.train_batches(config, 0, 0, process_index=0, process_count=3)
 
@@ -257,6 +256,7 @@ def test_tfds_route_gives_the_folder_route_batches(tmp_path):
       np.testing.assert_array_equal(a[key], b[key])
   assert (root / "tensorflow_datasets" / "aebad_s" / "1.0.0" / "dataset_info.json").is_file()
   from mmr_jax.data import tfds_builders
+
   assert "github.com/zhangzilongc/MMR" in tfds_builders.AebadS.MANUAL_DOWNLOAD_INSTRUCTIONS
   assert "mvtec.com" in tfds_builders.MvtecAd.MANUAL_DOWNLOAD_INSTRUCTIONS
   with pytest.raises(DatasetError, match="no TFDS builder for the 'folder' layout"):
@@ -264,9 +264,11 @@ def test_tfds_route_gives_the_folder_route_batches(tmp_path):
 
 
 def test_the_data_modules_without_pipelines_do_not_import_tensorflow():
-  code = ("import sys\nimport mmr_jax.data, mmr_jax.data.layouts, mmr_jax.data.decoding, mmr_jax.data.sources, "
-          "mmr_jax.data.images, mmr_jax.data.preprocess, mmr_jax.data.synthetic\n"
-          "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+  code = (
+    "import sys\nimport mmr_jax.data, mmr_jax.data.layouts, mmr_jax.data.decoding, mmr_jax.data.sources, "
+    "mmr_jax.data.images, mmr_jax.data.preprocess, mmr_jax.data.synthetic\n"
+    "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+  )
   subprocess.run([sys.executable, "-c", code], check=True, cwd=fx.REPO)
 
 

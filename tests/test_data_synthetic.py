@@ -79,15 +79,19 @@ def test_defects_stand_out_from_the_blade_around_them():
 def test_scene_choices_are_balanced_within_each_test_folder():
   """Black and gray backgrounds alternate with the index, for normal and defective images alike."""
   for kind in ("good", "groove"):
-    corners = [synthetic.render_blade_image(np.random.default_rng([5, i]), "same", kind, (64, 72), variant=i)[0][:4, :4]
-               for i in range(4)]
+    corners = [
+      synthetic.render_blade_image(np.random.default_rng([5, i]), "same", kind, (64, 72), variant=i)[0][:4, :4]
+      for i in range(4)
+    ]
     assert [bool(c.mean() > 60) for c in corners] == [False, True, False, True]
 
 
 def test_test_domains_shift_away_from_training():
   def images(domain, n=8):
-    return [synthetic.render_blade_image(np.random.default_rng([2, i]), domain, "good", (64, 72), variant=i)[0]
-            for i in range(n)]
+    return [
+      synthetic.render_blade_image(np.random.default_rng([2, i]), domain, "good", (64, 72), variant=i)[0]
+      for i in range(n)
+    ]
 
   def blueness(batch):
     return np.mean([i[..., 2].mean() - i[..., 0].mean() for i in batch])

@@ -24,8 +24,9 @@ from mmr_jax.weights.errors import WeightsError
 
 def _shapes(spec, classifier: bool, size: int = 64):
   module = efficientnet.EfficientNetLite(spec, classifier=classifier)
-  return module, jax.eval_shape(lambda key: module.init(key, jnp.zeros((1, size, size, 3)))["params"],
-                                jax.random.key(0))
+  return module, jax.eval_shape(
+    lambda key: module.init(key, jnp.zeros((1, size, size, 3)))["params"], jax.random.key(0)
+  )
 
 
 def test_lite_structures_follow_the_scaling_rules():
@@ -44,8 +45,24 @@ def test_lite_structures_follow_the_scaling_rules():
   assert lite2.out_channels == (24, 48, 120)
   assert lite0.stages()[0][0].in_channels == efficientnet.STEM_WIDTH
   residual = [block.residual for block in lite0.blocks()]
-  assert residual == [False, False, True, False, True, False, True, True, False, True, True,
-                      False, True, True, True, False]
+  assert residual == [
+    False,
+    False,
+    True,
+    False,
+    True,
+    False,
+    True,
+    True,
+    False,
+    True,
+    True,
+    False,
+    True,
+    True,
+    True,
+    False,
+  ]
 
 
 @pytest.mark.parametrize("name", ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
@@ -58,8 +75,10 @@ def test_name_map_covers_the_tree(name):
     flat = structure.flatten(shapes)
     assert {entry.flax_path for entry in names.efficientnet_name_map(expands, with_head).values()} == set(flat)
   # The feature teacher stops at the stride-16 block.
-  assert len(expands) == len(spec.blocks()) and len(structure.efficientnet_structure(_shapes(spec, False)[1])[0]) == \
-      spec.feature_block_indices()[-1] + 1
+  assert (
+    len(expands) == len(spec.blocks())
+    and len(structure.efficientnet_structure(_shapes(spec, False)[1])[0]) == spec.feature_block_indices()[-1] + 1
+  )
 
 
 @pytest.mark.parametrize("kernel,stride,size", [(3, 1, 9), (3, 2, 8), (5, 2, 9), (5, 1, 6), (3, 2, 7)])
@@ -68,9 +87,15 @@ def test_depthwise_conv_is_tensorflows_same_depthwise_convolution(kernel, stride
   x = jnp.asarray(rng.standard_normal((2, size, size + 1, 6)), jnp.float32)
   module = layers.DepthwiseConv(kernel, stride)
   params = module.init(jax.random.key(0), x)["params"]
-  want = jax.lax.conv_general_dilated(x, params["kernel"], (stride, stride), "SAME",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6,
-                                      precision=jax.lax.Precision.HIGHEST)
+  want = jax.lax.conv_general_dilated(
+    x,
+    params["kernel"],
+    (stride, stride),
+    "SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=6,
+    precision=jax.lax.Precision.HIGHEST,
+  )
   np.testing.assert_allclose(module.apply({"params": params}, x), want, rtol=1e-5, atol=1e-5)
 
 
@@ -89,9 +114,9 @@ def test_pretrained_lite0_classifies_photographs(lite0_state):
   module, shapes = _shapes(teachers.spec("efficientnet_lite0"), classifier=True, size=224)
   result = loading.load_teacher(lite0_state, shapes)
   assert not result.kept
-  logits = jax.jit(lambda p, x: module.apply({"params": p}, x))(result.params,
-                                                                  np.stack([_photo("chelsea", 224),
-                                                                            _photo("coffee", 224)]))
+  logits = jax.jit(lambda p, x: module.apply({"params": p}, x))(
+    result.params, np.stack([_photo("chelsea", 224), _photo("coffee", 224)])
+  )
   top1 = np.argmax(np.asarray(logits), axis=-1)
   assert 281 <= top1[0] <= 285, f"chelsea (a tabby cat) classified as {top1[0]}"  # ImageNet's cat classes.
   assert top1[1] == 967, f"coffee classified as {top1[1]}"  # espresso.
@@ -102,8 +127,9 @@ def test_feature_teacher_loads_the_package_file_and_ignores_the_rest(lite0_state
   _, shapes = _shapes(spec, classifier=False)
   result = loading.load_teacher(lite0_state, shapes)
   # Blocks 11..15, the head and the classifier are not needed for the stride-16 features.
-  assert {name.split(".")[0] + "." + name.split(".")[1] for name in result.ignored if name.startswith("_blocks")} \
-      == {f"_blocks.{i}" for i in range(11, 16)}
+  assert {name.split(".")[0] + "." + name.split(".")[1] for name in result.ignored if name.startswith("_blocks")} == {
+    f"_blocks.{i}" for i in range(11, 16)
+  }
   assert {"_conv_head.weight", "_fc.weight", "_fc.bias", "_bn1.running_var"} <= set(result.ignored)
 
 
@@ -116,20 +142,23 @@ def test_a_missing_package_names_what_to_install(monkeypatch, tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None
-                    or importlib.util.find_spec("efficientnet_lite_pytorch") is None,
-                    reason="needs torch and efficientnet-lite-pytorch (pip install efficientnet-lite-pytorch==0.1.0)")
+@pytest.mark.skipif(
+  importlib.util.find_spec("torch") is None or importlib.util.find_spec("efficientnet_lite_pytorch") is None,
+  reason="needs torch and efficientnet-lite-pytorch (pip install efficientnet-lite-pytorch==0.1.0)",
+)
 @pytest.mark.parametrize("size", (224, 128))
 def test_features_equal_the_pytorch_model(lite0_state, size):
   import torch
   from efficientnet_lite_pytorch import EfficientNet
+
   torch_model = EfficientNet.from_name("efficientnet-lite0", image_size=size).eval()
   torch_model.load_state_dict({name: torch.from_numpy(value) for name, value in lite0_state.items()})
   spec = teachers.spec("efficientnet_lite0")
   captured = {}
   for index in spec.feature_block_indices():
     torch_model._blocks[index].register_forward_hook(
-        lambda module, inputs, output, index=index: captured.__setitem__(index, output.numpy()))
+      lambda module, inputs, output, index=index: captured.__setitem__(index, output.numpy())
+    )
   images = np.stack([_photo("chelsea", size), _photo("astronaut", size)])
   # The JAX teacher takes ImageNet-normalised images and applies the weights' own scaling; PyTorch gets the
   # scaled pixels directly.

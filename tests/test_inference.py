@@ -129,16 +129,19 @@ def test_predict_scores_every_image_as_evaluate_does_and_resumes(config, data_ro
   assert np.load(out / "maps" / "good__0000.npy").shape == (64, 64)
 
   # The same scores as evaluate's for every test image of the subset.
-  predictions = evaluation.predict_subset(config, "same", model.params, model.run.teacher_params,
-                                          model.run.teacher_fn, model.run.anomaly_fn, model.run.mesh)
-  evaluated = {pathlib.Path(n).parts[-3] + "/" + pathlib.Path(n).name: s
-               for n, s in zip(predictions.names, predictions.scores[0])}
+  predictions = evaluation.predict_subset(
+    config, "same", model.params, model.run.teacher_params, model.run.teacher_fn, model.run.anomaly_fn, model.run.mesh
+  )
+  evaluated = {
+    pathlib.Path(n).parts[-3] + "/" + pathlib.Path(n).name: s for n, s in zip(predictions.names, predictions.scores[0])
+  }
   predicted = {pathlib.Path(r["file"]).parts[-2] + "/" + pathlib.Path(r["file"]).name: float(r["score"]) for r in rows}
   assert predicted.keys() == evaluated.keys()
   names = sorted(evaluated)
   np.testing.assert_allclose([predicted[n] for n in names], [evaluated[n] for n in names], rtol=1e-6)
-  assert np.array_equal(np.argsort([predicted[n] for n in names], kind="stable"),
-                        np.argsort([evaluated[n] for n in names], kind="stable"))
+  assert np.array_equal(
+    np.argsort([predicted[n] for n in names], kind="stable"), np.argsort([evaluated[n] for n in names], kind="stable")
+  )
   c = model.calibration
   for row in rows:
     assert row["decision"] == ("anomalous" if float(row["score"]) > c.threshold else "normal")
@@ -183,9 +186,13 @@ def test_the_jax_export_runs_without_the_project_and_equals_the_native_function(
   script.write_text(RUN_EXPORTED)
   np.save(tmp_path / "batch.npy", batch)
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  result = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "batch.npy"),
-                           str(tmp_path / "out.npz"), str(REPO)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True)
+  result = subprocess.run(
+    [sys.executable, str(script), str(path), str(tmp_path / "batch.npy"), str(tmp_path / "out.npz"), str(REPO)],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split()[-1] == "cpu,cuda,tpu"
   exported = np.load(tmp_path / "out.npz")
@@ -197,6 +204,7 @@ def test_the_jax_export_runs_without_the_project_and_equals_the_native_function(
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_the_savedmodel_and_its_tflite_conversion_equal_the_native_function(model, batch, tmp_path):
   import tensorflow as tf
+
   path = export.export_savedmodel(model, tmp_path)
   maps, scores = model.score(batch)
   served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(batch))
@@ -212,12 +220,20 @@ def test_the_savedmodel_and_its_tflite_conversion_equal_the_native_function(mode
 def test_predict_on_the_command_line_writes_the_top_heatmaps_and_refuses_bad_input(workdir, data_root, tmp_path):
   folder = data_root / "AeBAD_S" / "test" / "ablation" / "same"
   out = tmp_path / "cli"
-  result = subprocess.run([sys.executable, "predict.py", f"--workdir={workdir}", f"--images={folder}/*.png",
-                           f"--out={out}", "--heatmaps=1"], cwd=REPO, capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "predict.py", f"--workdir={workdir}", f"--images={folder}/*.png", f"--out={out}", "--heatmaps=1"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "anomalous" in result.stdout and "threshold" in result.stdout
   assert len(list((out / "heatmaps").glob("*.png"))) == 1
-  missing = subprocess.run([sys.executable, "predict.py", f"--workdir={tmp_path / 'nowhere'}",
-                            f"--images={folder}"], cwd=REPO, capture_output=True, text=True)
+  missing = subprocess.run(
+    [sys.executable, "predict.py", f"--workdir={tmp_path / 'nowhere'}", f"--images={folder}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert missing.returncode == 6 and missing.stderr.startswith("error: ") and "config.json" in missing.stderr
   assert "Traceback" not in missing.stderr

@@ -79,8 +79,7 @@ def test_image_auroc_matches_sklearn_with_ties():
   for _ in range(5):
     scores = rng.integers(0, 6, size=200).astype(np.float32)
     labels = rng.integers(0, 2, size=200)
-    assert metrics.image_auroc(scores, labels) == pytest.approx(sk_metrics.roc_auc_score(labels, scores),
-                                                                abs=1e-12)
+    assert metrics.image_auroc(scores, labels) == pytest.approx(sk_metrics.roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_pixel_auroc_matches_sklearn_with_ties():

@@ -20,8 +20,13 @@ PATCH = 16
 
 @functools.lru_cache(maxsize=None)
 def micro_student(pretrain_grid: int = SIZE // PATCH) -> mmr.Student:
-  return mmr.Student(width=128, depth=2, num_heads=2, out_channels=teachers.TEACHERS["resnet_micro"].out_channels,
-                     pretrain_grid=pretrain_grid)
+  return mmr.Student(
+    width=128,
+    depth=2,
+    num_heads=2,
+    out_channels=teachers.TEACHERS["resnet_micro"].out_channels,
+    pretrain_grid=pretrain_grid,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +102,12 @@ def test_bicubic_resize_is_pytorchs_kernel():
   # Output pixel 0 of 4 → 6: source x = 0.5 · 4/6 − 0.5 = −1/6, taps −2..1 clamped to 0..1.
   t = 5 / 6
   a = -0.75
-  w = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
-       ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1, ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+  w = [
+    ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+    ((a + 2) * t - (a + 3)) * t * t + 1,
+    ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1,
+    ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+  ]
   np.testing.assert_allclose(matrix[0, :2], [w[0] + w[1] + w[2], w[3]], atol=1e-12)
   np.testing.assert_array_equal(posembed.torch_bicubic_matrix(5, 5), np.eye(5))
   # A resized sin-cos table is not a sin-cos table: it overshoots past ±1 (docs/spec.md §1).

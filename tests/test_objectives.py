@@ -22,31 +22,40 @@ def bilinear_align_corners_loop(image: np.ndarray, out_h: int, out_w: int) -> np
       x0 = min(int(np.floor(x)), in_w - 1)
       x1 = min(x0 + 1, in_w - 1)
       dy, dx = y - y0, x - x0
-      out[i, j] = ((1 - dy) * (1 - dx) * image[y0, x0] + (1 - dy) * dx * image[y0, x1]
-                   + dy * (1 - dx) * image[y1, x0] + dy * dx * image[y1, x1])
+      out[i, j] = (
+        (1 - dy) * (1 - dx) * image[y0, x0]
+        + (1 - dy) * dx * image[y0, x1]
+        + dy * (1 - dx) * image[y1, x0]
+        + dy * dx * image[y1, x1]
+      )
   return out
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (10, 7), (224, 224)])
 def test_gaussian_matches_scipy_reflect(shape):
   maps = np.random.default_rng(0).random((2, *shape)).astype(np.float32)
-  ours = objectives._apply_separable(jnp.asarray(maps), objectives.gaussian_matrix(shape[0], 4.0),
-                                     objectives.gaussian_matrix(shape[1], 4.0))
-  reference = np.stack([ndimage.gaussian_filter(m.astype(np.float64), sigma=4, mode="reflect", truncate=4.0)
-                        for m in maps])
+  ours = objectives._apply_separable(
+    jnp.asarray(maps), objectives.gaussian_matrix(shape[0], 4.0), objectives.gaussian_matrix(shape[1], 4.0)
+  )
+  reference = np.stack(
+    [ndimage.gaussian_filter(m.astype(np.float64), sigma=4, mode="reflect", truncate=4.0) for m in maps]
+  )
   np.testing.assert_allclose(np.asarray(ours), reference, atol=2e-6)
 
 
 @pytest.mark.parametrize("size_in,size_out", [((4, 4), (64, 64)), ((14, 14), (224, 224)), ((3, 5), (9, 11))])
 def test_bilinear_align_corners(size_in, size_out):
   image = np.random.default_rng(1).random(size_in)
-  ours = objectives._apply_separable(jnp.asarray(image, jnp.float32),
-                                     objectives.align_corners_matrix(size_in[0], size_out[0]),
-                                     objectives.align_corners_matrix(size_in[1], size_out[1]))
+  ours = objectives._apply_separable(
+    jnp.asarray(image, jnp.float32),
+    objectives.align_corners_matrix(size_in[0], size_out[0]),
+    objectives.align_corners_matrix(size_in[1], size_out[1]),
+  )
   np.testing.assert_allclose(np.asarray(ours), bilinear_align_corners_loop(image, *size_out), atol=1e-6)
   # The corners are the input's corners exactly (that is what align_corners means).
-  np.testing.assert_allclose(np.asarray(ours)[[0, 0, -1, -1], [0, -1, 0, -1]], image[[0, 0, -1, -1], [0, -1, 0, -1]],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(ours)[[0, 0, -1, -1], [0, -1, 0, -1]], image[[0, 0, -1, -1], [0, -1, 0, -1]], atol=1e-6
+  )
 
 
 def feature_pyramid(key, batch=2):
@@ -89,8 +98,10 @@ def test_weighted_loss_is_the_mean_over_the_real_images_only():
 def test_anomaly_map_pipeline():
   teacher, student = feature_pyramid(jax.random.key(2)), feature_pyramid(jax.random.key(3))
   maps = objectives.anomaly_maps(teacher, student, (64, 64))
-  upsampled = [np.stack([bilinear_align_corners_loop(cosine_distance_f64(t, s)[b], 64, 64) for b in range(2)])
-               for t, s in zip(teacher, student)]
+  upsampled = [
+    np.stack([bilinear_align_corners_loop(cosine_distance_f64(t, s)[b], 64, 64) for b in range(2)])
+    for t, s in zip(teacher, student)
+  ]
   np.testing.assert_allclose(maps.per_scale, np.stack(upsampled, axis=1), atol=2e-5)
   raw = sum(upsampled)
   np.testing.assert_allclose(maps.raw, raw, atol=5e-5)

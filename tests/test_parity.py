@@ -18,19 +18,39 @@ NUM_HEADS = 2  # The micro student's; not visible in the weights (parity default
 
 def run_parity(tmp_path, weights, reference, *extra):
   out = tmp_path / "parity.json"
-  code = parity.main(["--weights", str(weights), "--reference", str(reference), "--json", str(out),
-                      "--num_heads", str(NUM_HEADS), *extra])
+  code = parity.main(
+    [
+      "--weights",
+      str(weights),
+      "--reference",
+      str(reference),
+      "--json",
+      str(out),
+      "--num_heads",
+      str(NUM_HEADS),
+      *extra,
+    ]
+  )
   return code, (json.loads(out.read_text()) if out.exists() else None)
 
 
-FORWARD_KEYS = ("teacher_layer1", "train_student_layer3", "test_student_layer1", "train_loss", "anomaly_map",
-                "image_score")
+FORWARD_KEYS = (
+  "teacher_layer1",
+  "train_student_layer3",
+  "test_student_layer1",
+  "train_loss",
+  "anomaly_map",
+  "image_score",
+)
 
 
-@pytest.mark.parametrize("name,keys", [
+@pytest.mark.parametrize(
+  "name,keys",
+  [
     ("tiny64", FORWARD_KEYS + ("grad/patch_embed.proj.weight", "post_step/decoder_FPN_mask_token")),
     ("tiny96", FORWARD_KEYS + ("encoder_pos_embed_resized",)),
-])
+  ],
+)
 def test_parity_with_pytorch_reference(tmp_path, name, keys):
   code, report = run_parity(tmp_path, GOLDEN / f"{name}_W.npz", GOLDEN / f"{name}_R.npz")
   assert code == 0, {k: v for k, v in report.items() if not v["ok"]}
@@ -72,8 +92,13 @@ def test_parity_runs_under_each_precision(tmp_path, precision):
 def test_parity_checks_metrics(tmp_path):
   code, report = run_parity(tmp_path, GOLDEN / "tiny64_W.npz", GOLDEN / "metrics_R.npz")
   assert code == 0
-  assert set(report) == {"metric_image_auroc", "metric_pixel_auroc", "metric_pro_per_image", "metric_pro_mean",
-                         "metric_aupro"}
+  assert set(report) == {
+    "metric_image_auroc",
+    "metric_pixel_auroc",
+    "metric_pro_per_image",
+    "metric_pro_mean",
+    "metric_aupro",
+  }
 
 
 def test_parity_fails_on_a_wrong_reference(tmp_path):

@@ -32,8 +32,9 @@ def test_a_smaller_resize_is_padded_at_torchvision_offsets(resize, crop):
   assert not out[border].any() and border.sum() == crop * crop - resize * resize
   assert out_mask[interior].all() and not out_mask[border].any()
   # Normalised, the border (bottom right always has some) is what torchvision's black padding becomes.
-  np.testing.assert_allclose(preprocess.normalize(out)[-1, -1], -np.array([0.485, 0.456, 0.406]) /
-                             np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+  np.testing.assert_allclose(
+    preprocess.normalize(out)[-1, -1], -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225]), rtol=1e-6
+  )
 
 
 def test_padding_and_crop_offsets():
@@ -52,8 +53,8 @@ def test_nearest_masks_are_padded_too():
   _, out_mask = preprocess.eval_transform(image, mask, True, 27, 32, False)
   left, top, right, bottom = _torchvision_padding(27, 32)
   assert (left, right) == (2, 3)
-  assert not out_mask[:top].any() and not out_mask[32 - bottom:].any() and not out_mask[:, 32 - right:].any()
-  assert out_mask[top:32 - bottom, 32 - right - 1].all()
+  assert not out_mask[:top].any() and not out_mask[32 - bottom :].any() and not out_mask[:, 32 - right :].any()
+  assert out_mask[top : 32 - bottom, 32 - right - 1].all()
 
 
 def test_config_and_pipeline_accept_a_resize_below_the_crop(tmp_path):
@@ -68,6 +69,6 @@ def test_config_and_pipeline_accept_a_resize_below_the_crop(tmp_path):
   image = batch["image"]
   assert image.shape == (3, 32, 32, 3)
   np.testing.assert_allclose(image[:, :2], np.broadcast_to(black, image[:, :2].shape), atol=1e-6)
-  np.testing.assert_allclose(image[:, :, 32 - 3:], np.broadcast_to(black, image[:, :, 32 - 3:].shape), atol=1e-6)
+  np.testing.assert_allclose(image[:, :, 32 - 3 :], np.broadcast_to(black, image[:, :, 32 - 3 :].shape), atol=1e-6)
   assert not np.allclose(image[:, 2:29, 2:29], black)
   assert not batch["mask"][:, :2].any() and not batch["mask"][:, :, 29:].any()

@@ -23,13 +23,16 @@ def test_tuned_environment_adds_what_is_missing_and_keeps_the_users_values():
   assert runtime.malloc_tuned_environment(declined, libc="glibc", on_cpu=True) is None  # Never overridden.
 
 
-@pytest.mark.parametrize("environ, libc, on_cpu", [
+@pytest.mark.parametrize(
+  "environ, libc, on_cpu",
+  [
     ({"GLIBC_TUNABLES": FULL}, "glibc", True),  # Already set: no relaunch loop.
     ({runtime.RELAUNCHED_VARIABLE: "1"}, "glibc", True),  # Relaunched once already.
     ({runtime.MALLOC_TUNING_VARIABLE: "0"}, "glibc", True),  # Opted out.
     ({}, "", True),  # musl, macOS: no glibc tunables.
     ({}, "glibc", False),  # A GPU or TPU run: host allocations are not the bottleneck.
-])
+  ],
+)
 def test_no_relaunch_where_nothing_is_to_be_done(environ, libc, on_cpu):
   assert runtime.malloc_tuned_environment(environ, libc=libc, on_cpu=on_cpu) is None
 
@@ -57,11 +60,15 @@ print(json.dumps({"tunables": os.environ.get("GLIBC_TUNABLES", ""), "faults": fa
 
 
 def run_child(**env_extra: str) -> dict:
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", runtime.RELAUNCHED_VARIABLE, runtime.MALLOC_TUNING_VARIABLE)}
+  env = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("GLIBC_TUNABLES", runtime.RELAUNCHED_VARIABLE, runtime.MALLOC_TUNING_VARIABLE)
+  }
   env.update(JAX_PLATFORMS="cpu", **env_extra)
-  lines = subprocess.run([sys.executable, "-c", CHILD, "--flag=1"], env=env, capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+  lines = subprocess.run(
+    [sys.executable, "-c", CHILD, "--flag=1"], env=env, capture_output=True, text=True, check=True
+  ).stdout.splitlines()
   assert len(lines) == 1, lines  # The program ran to its end once, in the relaunched process only.
   return json.loads(lines[0])
 
@@ -72,11 +79,13 @@ def transparent_huge_pages() -> str:
     text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
   except OSError:
     return "never"
-  return text[text.index("[") + 1:text.index("]")]
+  return text[text.index("[") + 1 : text.index("]")]
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or transparent_huge_pages() == "never",
-                    reason="needs glibc and a kernel with transparent huge pages")
+@pytest.mark.skipif(
+  platform.libc_ver()[0] != "glibc" or transparent_huge_pages() == "never",
+  reason="needs glibc and a kernel with transparent huge pages",
+)
 def test_relaunched_process_gets_huge_pages():
   tuned = run_child()
   assert tuned["tunables"] == FULL and tuned["argv"] == ["--flag=1"]  # Same command line, tunables in force.

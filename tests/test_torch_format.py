@@ -41,16 +41,22 @@ def test_fixtures_read_as_torch_load_reads_them(filename):
 def _torch_checkpoint(torch):
   generator = torch.Generator().manual_seed(1)
   base = torch.randn(5, 7, generator=generator)
-  return {"state_dict": {
+  return {
+    "state_dict": {
       "conv.weight": torch.randn(4, 3, 3, 3, generator=generator),
       "half": torch.randn(9, generator=generator).half(),
       "brain": torch.randn(3, 5, generator=generator).bfloat16(),
       "double": torch.randn(2, generator=generator).double(),
-      "long": torch.arange(10), "int": torch.arange(3, dtype=torch.int32), "byte": torch.arange(4, dtype=torch.uint8),
+      "long": torch.arange(10),
+      "int": torch.arange(3, dtype=torch.int32),
+      "byte": torch.arange(4, dtype=torch.uint8),
       "flag": torch.tensor([False, True]),
-      "view_t": base.t(), "view_cols": base[:, 1:6:2], "view_tail": base[3:],
+      "view_t": base.t(),
+      "view_cols": base[:, 1:6:2],
+      "view_tail": base[3:],
       "param": torch.nn.Parameter(torch.randn(3, generator=generator)),
-  }}
+    }
+  }
 
 
 @pytest.mark.parametrize("zip_format", (True, False), ids=("zip", "legacy"))
@@ -59,15 +65,19 @@ def test_equals_torch_load_bit_for_bit(tmp_path, zip_format):
   path = tmp_path / "checkpoint.pth"
   torch.save(_torch_checkpoint(torch), path, _use_new_zipfile_serialization=zip_format)
   reference = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-  want = {name: (value.detach().float() if value.dtype == torch.bfloat16 else value.detach()).numpy()
-          for name, value in reference.items()}
+  want = {
+    name: (value.detach().float() if value.dtype == torch.bfloat16 else value.detach()).numpy()
+    for name, value in reference.items()
+  }
   _assert_same(torch_format.load(path)["state_dict"], want)
 
 
 def _legacy_file(payload: bytes) -> bytes:
   """A legacy torch.save stream around an arbitrary object pickle, with no storages."""
-  header = b"".join(pickle.dumps(value, protocol=2) for value in
-                    (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}))
+  header = b"".join(
+    pickle.dumps(value, protocol=2)
+    for value in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True})
+  )
   return header + payload + pickle.dumps([], protocol=2)
 
 
@@ -100,8 +110,11 @@ def test_other_pickled_objects_are_refused(tmp_path):
 
 def test_damaged_files_name_themselves(tmp_path):
   data = (GOLDEN / "torch_legacy.pt").read_bytes()
-  for name, content in (("cut_legacy.pth", data[:len(data) - 100]), ("junk.pth", b"\x00not a weights file" * 10),
-                        ("cut_zip.pth", (GOLDEN / "torch_zip.pt").read_bytes()[:3000])):
+  for name, content in (
+    ("cut_legacy.pth", data[: len(data) - 100]),
+    ("junk.pth", b"\x00not a weights file" * 10),
+    ("cut_zip.pth", (GOLDEN / "torch_zip.pt").read_bytes()[:3000]),
+  ):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(WeightsError, match=str(tmp_path / name)):
       readers.read_state_dict(tmp_path / name)
@@ -119,12 +132,20 @@ def test_a_view_outside_its_storage_is_refused(tmp_path):
 
 def _rebuild_pickle(size: tuple[int, ...], stride: tuple[int, ...], storage_numel: int) -> bytes:
   """A zip-format data.pkl of {"w": tensor(size, stride)} on storage '0' of float32, written opcode by opcode."""
+
   def tuple_of(values):
     return b"(" + b"".join(b"K" + struct.pack("B", v) for v in values) + b"t"
-  return (b"\x80\x02}X\x01\x00\x00\x00w"  # {"w":
-          b"ctorch._utils\n_rebuild_tensor_v2\n("  # _rebuild_tensor_v2(
-          b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
-          + b"K" + struct.pack("B", storage_numel) + b"tQ"  # persistent id → storage,
-          + b"K\x00" + tuple_of(size) + tuple_of(stride)  # offset, size, stride,
-          + b"\x89ccollections\nOrderedDict\n)R"  # requires_grad, backward_hooks
-          b"tRs.")  # ) }
+
+  return (
+    b"\x80\x02}X\x01\x00\x00\x00w"  # {"w":
+    b"ctorch._utils\n_rebuild_tensor_v2\n("  # _rebuild_tensor_v2(
+    b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
+    + b"K"
+    + struct.pack("B", storage_numel)
+    + b"tQ"  # persistent id → storage,
+    + b"K\x00"
+    + tuple_of(size)
+    + tuple_of(stride)  # offset, size, stride,
+    + b"\x89ccollections\nOrderedDict\n)R"  # requires_grad, backward_hooks
+    b"tRs."
+  )  # ) }

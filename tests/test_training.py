@@ -35,11 +35,22 @@ def tiny_overrides(data_root) -> dict:
   # A micro student of one transformer block: the demo's code path at a fraction of its compile time. 8 training
   # images, one held out for calibration as the demo holds out a tenth; 7 in batches of 6: every epoch ends with a
   # padded batch (1 real image), on one host or two.
-  return {"data.root": str(data_root), "data.subsets": ("same", "view"), "data.image_size": 64,
-          "data.calibration_fraction": 0.125,
-          "data.resize_size": 73, "model.vit.width": 128, "model.vit.num_heads": 2, "model.vit.depth": 1,
-          "batch_size": 6, "eval_batch_size": 8, "num_epochs": 2, "checkpoint_every_epochs": 1,
-          "log_every_steps": 1, "eval.heatmaps_per_kind": 1}
+  return {
+    "data.root": str(data_root),
+    "data.subsets": ("same", "view"),
+    "data.image_size": 64,
+    "data.calibration_fraction": 0.125,
+    "data.resize_size": 73,
+    "model.vit.width": 128,
+    "model.vit.num_heads": 2,
+    "model.vit.depth": 1,
+    "batch_size": 6,
+    "eval_batch_size": 8,
+    "num_epochs": 2,
+    "checkpoint_every_epochs": 1,
+    "log_every_steps": 1,
+    "eval.heatmaps_per_kind": 1,
+  }
 
 
 def tiny_config(data_root, **overrides):
@@ -76,13 +87,25 @@ def test_training_run_writes_reports(uninterrupted):
   assert set(on_disk) == {"same", "view", "mean"}
   for row in on_disk.values():
     # The paper's metrics, their published rounding, and how the calibrated threshold fares (it held out 1 image).
-    assert set(row) == {"image_auroc", "pixel_auroc", "pro", "aupro", "image_auroc_rounded", "pro_rounded",
-                        "fpr_at_threshold", "tpr_at_threshold", "f1_at_threshold", "f1_best", "f1_best_threshold"}
+    assert set(row) == {
+      "image_auroc",
+      "pixel_auroc",
+      "pro",
+      "aupro",
+      "image_auroc_rounded",
+      "pro_rounded",
+      "fpr_at_threshold",
+      "tpr_at_threshold",
+      "f1_at_threshold",
+      "f1_best",
+      "f1_best_threshold",
+    }
     fractions = [v for k, v in row.items() if v is not None and not np.isnan(v) and k != "f1_best_threshold"]
     assert all(0.0 <= v <= 1.0 for v in fractions)
   assert (workdir / "calibration.json").exists()
-  np.testing.assert_allclose(on_disk["mean"]["image_auroc"],
-                             (on_disk["same"]["image_auroc"] + on_disk["view"]["image_auroc"]) / 2)
+  np.testing.assert_allclose(
+    on_disk["mean"]["image_auroc"], (on_disk["same"]["image_auroc"] + on_disk["view"]["image_auroc"]) / 2
+  )
   table = (workdir / "results.md").read_text()
   assert "| Image AUROC |" in table and "same" in table and "mean" in table
   assert list((workdir / "heatmaps" / "same").glob("*.png"))
@@ -99,8 +122,14 @@ def test_resume_after_sigkill_is_identical(uninterrupted, data_root, tmp_path, c
   reference_dir, reference = uninterrupted
   workdir = tmp_path / "killed"
   flags = [f"--config.{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in tiny_overrides(data_root).items()]
-  command = [sys.executable, "train.py", "--config=configs/synthetic_random_teacher.py", f"--workdir={workdir}",
-             "--config.data.synthetic=False", *flags]
+  command = [
+    sys.executable,
+    "train.py",
+    "--config=configs/synthetic_random_teacher.py",
+    f"--workdir={workdir}",
+    "--config.data.synthetic=False",
+    *flags,
+  ]
   # The programs are those the uninterrupted run compiled: load them from the session's cache.
   env = {**os.environ, "MMR_JAX_COMPILE_CACHE": str(compilation_cache)}
   process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -130,21 +159,26 @@ def test_seeds_in_one_program_equal_separate_runs(data_root):
   lr = 1e-3  # Not the warm-up's 0, so that the parameters move.
   for epoch in (0, 1):
     for images, weights in together.global_batch(epoch):
-      state, metrics = together.train_step(state, images, weights,
-                                           together.teacher_fn(together.teacher_params, images), lr)
+      state, metrics = together.train_step(
+        state, images, weights, together.teacher_fn(together.teacher_params, images), lr
+      )
       losses.append(np.asarray(metrics["loss"]))
     for k, run in enumerate(alone):
       for images, weights in run.global_batch(epoch):
-        alone_states[k], metrics = run.train_step(alone_states[k], images, weights,
-                                                  run.teacher_fn(run.teacher_params, images), lr)
+        alone_states[k], metrics = run.train_step(
+          alone_states[k], images, weights, run.teacher_fn(run.teacher_params, images), lr
+        )
         alone_losses[k].append(float(metrics["loss"][0]))
   np.testing.assert_allclose(np.stack(losses), np.asarray(alone_losses).T, rtol=1e-5)
   # Parameters agree to float rounding as AdamW amplifies it: its first updates, lr·g/(|g| + eps), turn rounding
   # noise on gradients that are zero in exact arithmetic (the attention key bias's) into steps of up to lr.
   # 1e-4 is 1% of the distance the parameters can travel in these 10 steps.
   for k in range(2):
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a[k], b[0], rtol=0, atol=1e-4),
-                           jax.device_get(state.params), jax.device_get(alone_states[k].params))
+    jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a[k], b[0], rtol=0, atol=1e-4),
+      jax.device_get(state.params),
+      jax.device_get(alone_states[k].params),
+    )
   # And the trained models compute the same anomaly maps.
   maps = predict(together, state.params).maps
   for k, run in enumerate(alone):
@@ -169,14 +203,19 @@ def test_model_precision_reaches_every_dot_and_convolution(data_root):
     images = jax.ShapeDtypeStruct((1, 6, 64, 64, 3), np.float32)
     test_images = jax.ShapeDtypeStruct((8, 64, 64, 3), np.float32)
     features = jax.eval_shape(run.teacher_fn, run.teacher_params, images)
-    test_features = tuple(jax.ShapeDtypeStruct(f.shape[1:], f.dtype)
-                          for f in jax.eval_shape(run.teacher_fn, run.teacher_params,
-                                                 jax.ShapeDtypeStruct((1, *test_images.shape), np.float32)))
-    hlo = "\n".join([
+    test_features = tuple(
+      jax.ShapeDtypeStruct(f.shape[1:], f.dtype)
+      for f in jax.eval_shape(
+        run.teacher_fn, run.teacher_params, jax.ShapeDtypeStruct((1, *test_images.shape), np.float32)
+      )
+    )
+    hlo = "\n".join(
+      [
         run.teacher_fn.lower(run.teacher_params, images).as_text(),
         run.train_step.lower(state, images, jax.ShapeDtypeStruct((1, 6), np.float32), features, 1e-3).as_text(),
-        run.anomaly_fn.lower(state.params, test_images, test_features,
-                             jax.ShapeDtypeStruct((2,), np.uint32)).as_text()])
+        run.anomaly_fn.lower(state.params, test_images, test_features, jax.ShapeDtypeStruct((2,), np.uint32)).as_text(),
+      ]
+    )
     counts[precision] = _precisions_in(hlo)
   explicit = counts["default"]["HIGHEST"]
   assert explicit == counts["high"]["HIGHEST"] > 0
@@ -198,8 +237,9 @@ def test_test_mask_ratio_masks_the_student_reproducibly(data_root):
 
 
 def predict(run, params):
-  return evaluation.predict_subset(run.config, "same", params, run.teacher_params, run.teacher_fn, run.anomaly_fn,
-                                   run.mesh)
+  return evaluation.predict_subset(
+    run.config, "same", params, run.teacher_params, run.teacher_fn, run.anomaly_fn, run.mesh
+  )
 
 
 SHARDED_SCRIPT = textwrap.dedent("""
@@ -231,10 +271,20 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_step_on_8_devices_equals_one_device(data_root, compilation_cache):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO),
-         "MMR_JAX_COMPILE_CACHE": str(compilation_cache)}
-  result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(data_root)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    "PYTHONPATH": str(REPO),
+    "MMR_JAX_COMPILE_CACHE": str(compilation_cache),
+  }
+  result = subprocess.run(
+    [sys.executable, "-c", SHARDED_SCRIPT, str(data_root)],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0 and "sharded-ok" in result.stdout, result.stderr[-3000:]
 
 
@@ -267,9 +317,17 @@ def test_two_hosts_train_and_evaluate_as_one(data_root, tmp_path):
     free.bind(("localhost", 0))
     port = free.getsockname()[1]
   env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-  hosts = [subprocess.Popen([sys.executable, "-c", MULTIHOST_SCRIPT, str(data_root), str(port), str(i), str(tmp_path)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  hosts = [
+    subprocess.Popen(
+      [sys.executable, "-c", MULTIHOST_SCRIPT, str(data_root), str(port), str(i), str(tmp_path)],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   try:
     errors = [host.communicate(timeout=600)[1] for host in hosts]
   finally:
@@ -304,8 +362,10 @@ def test_two_hosts_through_the_top_level_train_leave_one_record(uninterrupted, d
   env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
   workdir = tmp_path / "run"
   command = lambda i: [sys.executable, "-c", MULTIHOST_TRAIN_SCRIPT, str(data_root), str(port), str(i), str(workdir)]
-  hosts = [subprocess.Popen(command(i), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  hosts = [
+    subprocess.Popen(command(i), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for i in range(2)
+  ]
   try:
     outputs = [host.communicate(timeout=600) for host in hosts]
   finally:
@@ -358,8 +418,7 @@ def test_a_finished_run_rerun_does_nothing(uninterrupted, data_root, tmp_path):
   assert (workdir / "metrics.jsonl").read_text() == log
 
 
-def test_a_damaged_latest_checkpoint_is_set_aside_and_the_older_one_resumed(uninterrupted, data_root, tmp_path,
-                                                                             caplog):
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_older_one_resumed(uninterrupted, data_root, tmp_path, caplog):
   """A truncated OCDBT data file in the last checkpoint (the run was killed before its evaluation): the run says
   so, keeps the damaged checkpoint aside, resumes from the previous one and ends as the uninterrupted run."""
   reference_dir, reference = uninterrupted
@@ -375,8 +434,9 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_older_one_resumed(unin
     experiment.evaluate(tiny_config(data_root), workdir)
   assert experiment.train(tiny_config(data_root), workdir) == reference
   assert (workdir / "checkpoints" / "1.damaged").is_dir()
-  assert re.search(r"the checkpoint of epoch 1 is damaged \(state/\S+ has 4 bytes and CRC-32 \w+, saved as \d+",
-                   caplog.text), caplog.text
+  assert re.search(
+    r"the checkpoint of epoch 1 is damaged \(state/\S+ has 4 bytes and CRC-32 \w+, saved as \d+", caplog.text
+  ), caplog.text
   assert "resuming after epoch 0 from" in caplog.text
   ours, theirs = final_params(workdir, tiny_config(data_root)), final_params(reference_dir, tiny_config(data_root))
   jax.tree_util.tree_map(np.testing.assert_array_equal, ours, theirs)
@@ -406,8 +466,13 @@ HOLD_LOCK = textwrap.dedent("""
 
 def test_a_second_run_on_a_workdir_in_use_stops_at_once(data_root, tmp_path):
   workdir = tmp_path / "busy"
-  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLD_LOCK, str(workdir)],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    text=True,
+    env={**os.environ, "PYTHONPATH": str(REPO)},
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(lock.WorkdirLocked, match=f"in use by pid {holder.pid} "):
@@ -434,20 +499,43 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
 def test_entry_points_print_user_errors_as_one_line_with_their_exit_code(tmp_path):
   env = {**os.environ, "MMR_JAX_MALLOC_TUNING": "0"}
   missing = tmp_path / "never_trained"
-  result = subprocess.run([sys.executable, "evaluate.py", "--config=configs/synthetic_random_teacher.py",
-                           f"--workdir={missing}", "--config.data.synthetic=False"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "evaluate.py",
+      "--config=configs/synthetic_random_teacher.py",
+      f"--workdir={missing}",
+      "--config.data.synthetic=False",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == errors.RunError.exit_code, result.stderr[-2000:]
   assert "error: no checkpoint in" in result.stderr and "Traceback" not in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # No TensorFlow start-up lines either.
   assert not missing.exists()  # A mistyped workdir gets no directories.
-  result = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic_random_teacher.py",
-                           f"--workdir={tmp_path / 'w'}", "--config.data.root="], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "train.py",
+      "--config=configs/synthetic_random_teacher.py",
+      f"--workdir={tmp_path / 'w'}",
+      "--config.data.root=",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 2 and "error: data.root is empty" in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
-  result = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=60)
+  result = subprocess.run(
+    [sys.executable, "train.py", "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+  )
   assert result.returncode == 0 and "--workdir" in result.stdout and "--[no]verbose" in result.stdout
 
 

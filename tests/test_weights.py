@@ -42,35 +42,76 @@ def vit_state(rng: np.random.Generator, mae_extras: bool = False, fpn: bool = Tr
   """MAE/MMR names: Linear (out, in), Conv (out, in, kh, kw), ConvTranspose (in, out, kh, kw)."""
   r = lambda *shape: rng.standard_normal(shape).astype(np.float32)
   d, h = WIDTH, 4 * WIDTH
-  state = {"cls_token": r(1, 1, d), "pos_embed": _sincos_table(d, GRID),
-           "patch_embed.proj.weight": r(d, 3, PATCH, PATCH), "patch_embed.proj.bias": r(d),
-           "norm.weight": r(d), "norm.bias": r(d)}
+  state = {
+    "cls_token": r(1, 1, d),
+    "pos_embed": _sincos_table(d, GRID),
+    "patch_embed.proj.weight": r(d, 3, PATCH, PATCH),
+    "patch_embed.proj.bias": r(d),
+    "norm.weight": r(d),
+    "norm.bias": r(d),
+  }
   for i in range(DEPTH):
-    for name, shape in (("norm1.weight", (d,)), ("norm1.bias", (d,)), ("attn.qkv.weight", (3 * d, d)),
-                        ("attn.qkv.bias", (3 * d,)), ("attn.proj.weight", (d, d)), ("attn.proj.bias", (d,)),
-                        ("norm2.weight", (d,)), ("norm2.bias", (d,)), ("mlp.fc1.weight", (h, d)),
-                        ("mlp.fc1.bias", (h,)), ("mlp.fc2.weight", (d, h)), ("mlp.fc2.bias", (d,))):
+    for name, shape in (
+      ("norm1.weight", (d,)),
+      ("norm1.bias", (d,)),
+      ("attn.qkv.weight", (3 * d, d)),
+      ("attn.qkv.bias", (3 * d,)),
+      ("attn.proj.weight", (d, d)),
+      ("attn.proj.bias", (d,)),
+      ("norm2.weight", (d,)),
+      ("norm2.bias", (d,)),
+      ("mlp.fc1.weight", (h, d)),
+      ("mlp.fc1.bias", (h,)),
+      ("mlp.fc2.weight", (d, h)),
+      ("mlp.fc2.bias", (d,)),
+    ):
       state[f"blocks.{i}.{name}"] = r(*shape)
   if fpn:
     c1, c2, c3 = FPN
-    state.update({
-        "decoder_FPN_mask_token": r(1, 1, d), "decoder_FPN_pos_embed": _sincos_table(d, GRID),
-        "simfp_2.0.weight": r(d, d // 2, 2, 2), "simfp_2.0.bias": r(d // 2),
-        "simfp_2.1.weight": r(d // 2), "simfp_2.1.bias": r(d // 2),
-        "simfp_2.3.weight": r(d // 2, d // 4, 2, 2), "simfp_2.3.bias": r(d // 4),
-        "simfp_2.4.weight": r(c1, d // 4, 1, 1), "simfp_2.4.norm.weight": r(c1), "simfp_2.4.norm.bias": r(c1),
-        "simfp_2.5.weight": r(c1, c1, 3, 3), "simfp_2.5.norm.weight": r(c1), "simfp_2.5.norm.bias": r(c1),
-        "simfp_3.0.weight": r(d, d // 2, 2, 2), "simfp_3.0.bias": r(d // 2),
-        "simfp_3.1.weight": r(c2, d // 2, 1, 1), "simfp_3.1.norm.weight": r(c2), "simfp_3.1.norm.bias": r(c2),
-        "simfp_3.2.weight": r(c2, c2, 3, 3), "simfp_3.2.norm.weight": r(c2), "simfp_3.2.norm.bias": r(c2),
-        "simfp_4.0.weight": r(c3, d, 1, 1), "simfp_4.0.norm.weight": r(c3), "simfp_4.0.norm.bias": r(c3),
-        "simfp_4.1.weight": r(c3, c3, 3, 3), "simfp_4.1.norm.weight": r(c3), "simfp_4.1.norm.bias": r(c3),
-    })
+    state.update(
+      {
+        "decoder_FPN_mask_token": r(1, 1, d),
+        "decoder_FPN_pos_embed": _sincos_table(d, GRID),
+        "simfp_2.0.weight": r(d, d // 2, 2, 2),
+        "simfp_2.0.bias": r(d // 2),
+        "simfp_2.1.weight": r(d // 2),
+        "simfp_2.1.bias": r(d // 2),
+        "simfp_2.3.weight": r(d // 2, d // 4, 2, 2),
+        "simfp_2.3.bias": r(d // 4),
+        "simfp_2.4.weight": r(c1, d // 4, 1, 1),
+        "simfp_2.4.norm.weight": r(c1),
+        "simfp_2.4.norm.bias": r(c1),
+        "simfp_2.5.weight": r(c1, c1, 3, 3),
+        "simfp_2.5.norm.weight": r(c1),
+        "simfp_2.5.norm.bias": r(c1),
+        "simfp_3.0.weight": r(d, d // 2, 2, 2),
+        "simfp_3.0.bias": r(d // 2),
+        "simfp_3.1.weight": r(c2, d // 2, 1, 1),
+        "simfp_3.1.norm.weight": r(c2),
+        "simfp_3.1.norm.bias": r(c2),
+        "simfp_3.2.weight": r(c2, c2, 3, 3),
+        "simfp_3.2.norm.weight": r(c2),
+        "simfp_3.2.norm.bias": r(c2),
+        "simfp_4.0.weight": r(c3, d, 1, 1),
+        "simfp_4.0.norm.weight": r(c3),
+        "simfp_4.0.norm.bias": r(c3),
+        "simfp_4.1.weight": r(c3, c3, 3, 3),
+        "simfp_4.1.norm.weight": r(c3),
+        "simfp_4.1.norm.bias": r(c3),
+      }
+    )
   if mae_extras:  # What mae_visualize_vit_base.pth carries besides the encoder (decoder width 32 here).
-    state.update({"mask_token": r(1, 1, 32), "decoder_pos_embed": _sincos_table(32, GRID),
-                  "decoder_embed.weight": r(32, d), "decoder_embed.bias": r(32),
-                  "decoder_blocks.0.attn.qkv.weight": r(96, 32), "decoder_norm.weight": r(32),
-                  "decoder_pred.weight": r(PATCH * PATCH * 3, 32)})
+    state.update(
+      {
+        "mask_token": r(1, 1, 32),
+        "decoder_pos_embed": _sincos_table(32, GRID),
+        "decoder_embed.weight": r(32, d),
+        "decoder_embed.bias": r(32),
+        "decoder_blocks.0.attn.qkv.weight": r(96, 32),
+        "decoder_norm.weight": r(32),
+        "decoder_pred.weight": r(PATCH * PATCH * 3, 32),
+      }
+    )
   return state
 
 
@@ -80,24 +121,42 @@ def student_shapes(fpn: bool = True) -> dict:
   d, h = WIDTH, 4 * WIDTH
   norm = lambda c: {"scale": s(c), "bias": s(c)}
   dense = lambda i, o: {"kernel": s(i, o), "bias": s(o)}
-  encoder = {"patch_embed": {"kernel": s(PATCH, PATCH, 3, d), "bias": s(d)}, "cls_token": s(1, 1, d),
-             "norm": norm(d)}
+  encoder = {"patch_embed": {"kernel": s(PATCH, PATCH, 3, d), "bias": s(d)}, "cls_token": s(1, 1, d), "norm": norm(d)}
   for i in range(DEPTH):
-    encoder[f"blocks_{i}"] = {"norm1": norm(d), "attn": {"qkv": dense(d, 3 * d), "proj": dense(d, d)},
-                              "norm2": norm(d), "mlp": {"fc1": dense(d, h), "fc2": dense(h, d)}}
+    encoder[f"blocks_{i}"] = {
+      "norm1": norm(d),
+      "attn": {"qkv": dense(d, 3 * d), "proj": dense(d, d)},
+      "norm2": norm(d),
+      "mlp": {"fc1": dense(d, h), "fc2": dense(h, d)},
+    }
   if not fpn:
     return {"encoder": encoder}
   c1, c2, c3 = FPN
   convt = lambda i, o: {"kernel": s(2, 2, i, o), "bias": s(o)}
   conv = lambda k, i, o: {"kernel": s(k, k, i, o)}
-  return {"encoder": encoder, "mask_token": s(1, 1, d), "fpn": {
-      "simfp_2": {"convt_0": convt(d, d // 2), "norm_1": norm(d // 2), "convt_3": convt(d // 2, d // 4),
-                  "conv1x1_4": conv(1, d // 4, c1), "norm_4": norm(c1), "conv3x3_5": conv(3, c1, c1),
-                  "norm_5": norm(c1)},
-      "simfp_3": {"convt_0": convt(d, d // 2), "conv1x1_1": conv(1, d // 2, c2), "norm_1": norm(c2),
-                  "conv3x3_2": conv(3, c2, c2), "norm_2": norm(c2)},
-      "simfp_4": {"conv1x1_0": conv(1, d, c3), "norm_0": norm(c3), "conv3x3_1": conv(3, c3, c3),
-                  "norm_1": norm(c3)}}}
+  return {
+    "encoder": encoder,
+    "mask_token": s(1, 1, d),
+    "fpn": {
+      "simfp_2": {
+        "convt_0": convt(d, d // 2),
+        "norm_1": norm(d // 2),
+        "convt_3": convt(d // 2, d // 4),
+        "conv1x1_4": conv(1, d // 4, c1),
+        "norm_4": norm(c1),
+        "conv3x3_5": conv(3, c1, c1),
+        "norm_5": norm(c1),
+      },
+      "simfp_3": {
+        "convt_0": convt(d, d // 2),
+        "conv1x1_1": conv(1, d // 2, c2),
+        "norm_1": norm(c2),
+        "conv3x3_2": conv(3, c2, c2),
+        "norm_2": norm(c2),
+      },
+      "simfp_4": {"conv1x1_0": conv(1, d, c3), "norm_0": norm(c3), "conv3x3_1": conv(3, c3, c3), "norm_1": norm(c3)},
+    },
+  }
 
 
 def _fresh(shapes: dict, seed: int = 7) -> dict:
@@ -159,8 +218,14 @@ def teacher_shapes(block, stage_sizes, stem, planes, mid_multiplier) -> dict:
   for k, (n, out, mid) in enumerate(zip(stage_sizes, outs, mids), start=1):
     for j in range(n):
       if block == "bottleneck":
-        node = {"conv1": conv(1, channels, mid), "bn1": bn(mid), "conv2": conv(3, mid, mid), "bn2": bn(mid),
-                "conv3": conv(1, mid, out), "bn3": bn(out)}
+        node = {
+          "conv1": conv(1, channels, mid),
+          "bn1": bn(mid),
+          "conv2": conv(3, mid, mid),
+          "bn2": bn(mid),
+          "conv3": conv(1, mid, out),
+          "bn3": bn(out),
+        }
       else:
         node = {"conv1": conv(3, channels, out), "bn1": bn(out), "conv2": conv(3, out, out), "bn2": bn(out)}
       if j == 0 and (k > 1 or channels != out):
@@ -182,16 +247,16 @@ def _assert_states_equal(got: dict, want: dict) -> None:
 
 
 def test_name_maps_cover_the_models_trees_exactly():
-  student = mmr.Student(width=WIDTH, depth=DEPTH, num_heads=2, out_channels=FPN, patch_size=PATCH,
-                        pretrain_grid=GRID)
+  student = mmr.Student(width=WIDTH, depth=DEPTH, num_heads=2, out_channels=FPN, patch_size=PATCH, pretrain_grid=GRID)
   tree = jax.eval_shape(lambda: student.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))["params"]
   got = {path: leaf.shape for path, leaf in structure.flatten(tree).items()}
   assert got == {path: leaf.shape for path, leaf in structure.flatten(student_shapes()).items()}
   assert set(got) == {entry.flax_path for entry in names.student_name_map(DEPTH).values()}
 
   for spec_args in (WIDE_LIKE, RESNET18_LIKE):
-    spec = resnet.ResNetSpec(spec_args["block"], spec_args["stage_sizes"], spec_args["stem"],
-                              spec_args["planes"], spec_args["mid_multiplier"])
+    spec = resnet.ResNetSpec(
+      spec_args["block"], spec_args["stage_sizes"], spec_args["stem"], spec_args["planes"], spec_args["mid_multiplier"]
+    )
     teacher = resnet.ResNetFeatures(spec)
     tree = jax.eval_shape(lambda: teacher.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))["params"]
     got = {path: leaf.shape for path, leaf in structure.flatten(tree).items()}
@@ -203,7 +268,8 @@ def test_name_maps_cover_the_models_trees_exactly():
 def test_name_map_spot_checks():
   student = names.student_name_map(12)
   assert student["blocks.11.attn.qkv.weight"] == names.Entry(
-      "blocks.11.attn.qkv.weight", ("encoder", "blocks_11", "attn", "qkv", "kernel"), "linear")
+    "blocks.11.attn.qkv.weight", ("encoder", "blocks_11", "attn", "qkv", "kernel"), "linear"
+  )
   assert student["simfp_2.4.norm.weight"].flax_path == ("fpn", "simfp_2", "norm_4", "scale")
   assert student["simfp_2.1.bias"].flax_path == ("fpn", "simfp_2", "norm_1", "bias")
   assert student["simfp_3.0.weight"].layout == "conv_transpose"
@@ -228,7 +294,7 @@ def _torch_conv2d(x_nchw, weight, stride, pad):
   out = np.zeros((x.shape[0], weight.shape[0], h_out, w_out))
   for i in range(h_out):
     for j in range(w_out):
-      window = x[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+      window = x[:, :, i * stride : i * stride + k, j * stride : j * stride + k]
       out[:, :, i, j] = np.einsum("bchw,ochw->bo", window, weight)
   return out
 
@@ -246,8 +312,10 @@ def test_layouts_reproduce_pytorch_layers():
   weight = rng.standard_normal((5, 3, 4, 4)).astype(np.float32)
   bias = rng.standard_normal(5).astype(np.float32)
   expected = _torch_conv2d(images, weight, 4, 0) + bias[None, :, None, None]
-  got = layers.PatchEmbed(5, 4).apply({"params": {"kernel": names.to_flax("conv", weight), "bias": bias}},
-                                      layers.patchify(jnp.asarray(nchw_to_nhwc(images)), 4))
+  got = layers.PatchEmbed(5, 4).apply(
+    {"params": {"kernel": names.to_flax("conv", weight), "bias": bias}},
+    layers.patchify(jnp.asarray(nchw_to_nhwc(images)), 4),
+  )
   np.testing.assert_allclose(np.asarray(got).reshape(2, 2, 2, 5), nchw_to_nhwc(expected), rtol=1e-4, atol=1e-4)
 
   # 3×3 convolution, padding 1 (both forms of the model's layer).
@@ -255,8 +323,9 @@ def test_layouts_reproduce_pytorch_layers():
   weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
   expected = nchw_to_nhwc(_torch_conv2d(features, weight, 1, 1))
   for form in ("im2col", "native"):
-    got = layers.Conv3x3(6, form).apply({"params": {"kernel": names.to_flax("conv", weight)}},
-                                        jnp.asarray(nchw_to_nhwc(features)))
+    got = layers.Conv3x3(6, form).apply(
+      {"params": {"kernel": names.to_flax("conv", weight)}}, jnp.asarray(nchw_to_nhwc(features))
+    )
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
 
   # ConvTranspose k=2 s=2: out[o, 2i+a, 2j+b] = Σ_c in[c, i, j]·W[c, o, a, b] + bias[o] (PyTorch's definition).
@@ -268,12 +337,12 @@ def test_layouts_reproduce_pytorch_layers():
       expected[:, :, a::2, b_::2] = np.einsum("bcij,co->boij", features, weight[:, :, a, b_])
   expected += bias[None, :, None, None]
   got = layers.ConvTranspose2x2(3).apply(
-      {"params": {"kernel": names.to_flax("conv_transpose", weight), "bias": bias}},
-      jnp.asarray(nchw_to_nhwc(features)))
+    {"params": {"kernel": names.to_flax("conv_transpose", weight), "bias": bias}}, jnp.asarray(nchw_to_nhwc(features))
+  )
   np.testing.assert_allclose(np.asarray(got), nchw_to_nhwc(expected), rtol=1e-4, atol=1e-4)
 
   for layout in ("linear", "conv", "conv_transpose", "copy"):  # The inverse really inverts.
-    array = rng.standard_normal((2, 3, 4, 5)[:2 if layout == "linear" else 4])
+    array = rng.standard_normal((2, 3, 4, 5)[: 2 if layout == "linear" else 4])
     np.testing.assert_array_equal(names.to_torch(layout, names.to_flax(layout, array)), array)
     assert names.flax_shape(layout, array.shape) == names.to_flax(layout, array).shape
 
@@ -289,10 +358,12 @@ def test_student_round_trip_mmr():
   assert result.kept == () and result.ignored == ()
   leaves = structure.flatten(result.params)
   assert all(leaf.dtype == np.float32 and isinstance(leaf, np.ndarray) for leaf in leaves.values())
-  np.testing.assert_array_equal(leaves[("encoder", "blocks_1", "attn", "qkv", "kernel")],
-                                state["blocks.1.attn.qkv.weight"].T)
-  np.testing.assert_array_equal(leaves[("fpn", "simfp_2", "conv1x1_4", "kernel")],
-                                state["simfp_2.4.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    leaves[("encoder", "blocks_1", "attn", "qkv", "kernel")], state["blocks.1.attn.qkv.weight"].T
+  )
+  np.testing.assert_array_equal(
+    leaves[("fpn", "simfp_2", "conv1x1_4", "kernel")], state["simfp_2.4.weight"].transpose(2, 3, 1, 0)
+  )
   _assert_states_equal(loading.student_to_torch(result.params, result.tables), state)
   # Flax's {'params': ...} wrapper is accepted and given back.
   wrapped = loading.load_student(state, {"params": student_shapes()}, source="auto")
@@ -306,8 +377,9 @@ def test_teacher_round_trip(architecture):
   extras = [n for n in state if n.startswith(("layer4.", "fc.")) or n.endswith("num_batches_tracked")]
   assert sorted(result.ignored) == sorted(extras) and len(result.ignored) > 0
   leaves = structure.flatten(result.params)
-  np.testing.assert_array_equal(leaves[("layer2_0", "downsample_bn", "var")],
-                                state["layer2.0.downsample.1.running_var"])
+  np.testing.assert_array_equal(
+    leaves[("layer2_0", "downsample_bn", "var")], state["layer2.0.downsample.1.running_var"]
+  )
   exported = loading.teacher_to_torch(result.params, num_batches_tracked=False)
   _assert_states_equal(exported, {n: v for n, v in state.items() if n not in extras})
   with_counters = loading.teacher_to_torch(result.params)
@@ -315,8 +387,10 @@ def test_teacher_round_trip(architecture):
 
 
 def test_float16_checkpoints_load_as_float32():  # wide_resnet50_2-95faca4d.pth stores float16 tensors.
-  state = {n: v.astype(np.float16) if v.dtype == np.float32 else v
-           for n, v in resnet_state(np.random.default_rng(3), **RESNET18_LIKE).items()}
+  state = {
+    n: v.astype(np.float16) if v.dtype == np.float32 else v
+    for n, v in resnet_state(np.random.default_rng(3), **RESNET18_LIKE).items()
+  }
   result = loading.load_teacher(state, teacher_shapes(**RESNET18_LIKE))
   kernel = structure.flatten(result.params)[("conv1", "kernel")]
   assert kernel.dtype == np.float32
@@ -385,8 +459,9 @@ def _check_mae_load(state: dict) -> None:
   result = loading.load_student(state, fresh, source="mae")
   leaves, fresh_leaves = structure.flatten(result.params), structure.flatten(fresh)
   # The encoder comes from the checkpoint ...
-  np.testing.assert_array_equal(leaves[("encoder", "patch_embed", "kernel")],
-                                state["patch_embed.proj.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    leaves[("encoder", "patch_embed", "kernel")], state["patch_embed.proj.weight"].transpose(2, 3, 1, 0)
+  )
   np.testing.assert_array_equal(leaves[("encoder", "cls_token")], state["cls_token"])
   # ... the mask token and the FPN keep their fresh initialisation.
   assert set(result.kept) == {"/".join(p) for p in fresh_leaves if p[0] != "encoder"}
@@ -429,8 +504,10 @@ def test_mae_mode_needs_fresh_arrays_and_refuses_an_mmr_checkpoint():
 def test_fixed_tables_are_checked_against_the_models():
   state = vit_state(np.random.default_rng(13))
   tables = loading.load_student(state, student_shapes(), source="mmr").tables
-  expected = {"pos_embed": posembed.sincos_2d(WIDTH, GRID, GRID),  # Without the cls row,
-              "decoder_FPN_pos_embed": _sincos_table(WIDTH, GRID)}  # or with it.
+  expected = {
+    "pos_embed": posembed.sincos_2d(WIDTH, GRID, GRID),  # Without the cls row,
+    "decoder_FPN_pos_embed": _sincos_table(WIDTH, GRID),
+  }  # or with it.
   assert loading.check_fixed_tables(tables, expected) == {"pos_embed": 0.0, "decoder_FPN_pos_embed": 0.0}
   learned = dict(tables, pos_embed=tables["pos_embed"] + 1e-3)
   with pytest.raises(FixedTableMismatch, match=r"'pos_embed' differs from the fixed sin-cos table by up to 0\.001"):
@@ -454,13 +531,27 @@ def test_infer_vit():
 
 def test_infer_teacher():
   wide = structure.infer_teacher(resnet_state(np.random.default_rng(15), **WIDE_LIKE))
-  assert wide == dict(block="bottleneck", stage_sizes=(3, 4, 6), stem_width=8, widths=(32, 64, 128),
-                      mid_widths=(16, 32, 64), planes=(8, 16, 32), mid_multiplier=2,
-                      downsample=(True, True, True))
+  assert wide == dict(
+    block="bottleneck",
+    stage_sizes=(3, 4, 6),
+    stem_width=8,
+    widths=(32, 64, 128),
+    mid_widths=(16, 32, 64),
+    planes=(8, 16, 32),
+    mid_multiplier=2,
+    downsample=(True, True, True),
+  )
   small = structure.infer_teacher(resnet_state(np.random.default_rng(15), **RESNET18_LIKE))
-  assert small == dict(block="basic", stage_sizes=(2, 2, 2), stem_width=8, widths=(8, 16, 32),
-                       mid_widths=(8, 16, 32), planes=(8, 16, 32), mid_multiplier=1,
-                       downsample=(False, True, True))
+  assert small == dict(
+    block="basic",
+    stage_sizes=(2, 2, 2),
+    stem_width=8,
+    widths=(8, 16, 32),
+    mid_widths=(8, 16, 32),
+    planes=(8, 16, 32),
+    mid_multiplier=1,
+    downsample=(False, True, True),
+  )
   with pytest.raises(WeightsError, match="not a torchvision ResNet"):
     structure.infer_teacher(vit_state(np.random.default_rng(15)))
 
@@ -475,8 +566,10 @@ def test_npz_and_safetensors_readers(tmp_path):
   _assert_states_equal(readers.read_state_dict(tmp_path / "student.safetensors"), state)
 
   teacher = resnet_state(np.random.default_rng(16), **RESNET18_LIKE)
-  readers.write_npz(tmp_path / "W.npz", {**{f"student/{n}": v for n, v in state.items()},
-                                          **{f"teacher/{n}": v for n, v in teacher.items()}})
+  readers.write_npz(
+    tmp_path / "W.npz",
+    {**{f"student/{n}": v for n, v in state.items()}, **{f"teacher/{n}": v for n, v in teacher.items()}},
+  )
   _assert_states_equal(readers.read_state_dict(tmp_path / "W.npz", prefix="student/"), state)
   _assert_states_equal(readers.read_state_dict(tmp_path / "W.npz", prefix="teacher/"), teacher)
   with pytest.raises(WeightsError, match="no entries under 'ema/'.*student/, teacher/"):
@@ -534,10 +627,17 @@ def test_catalog_entries_are_consistent():
 
 
 def _tiny_entry(url: str, data: bytes | None, filename: str = "tiny_resnet.safetensors", **overrides):
-  fields = dict(name="tiny_resnet", url=url, filename=filename,
-                sha256=hashlib.sha256(data).hexdigest() if data is not None else None, md5_prefix=None,
-                size_bytes=len(data) if data is not None else None, source="torchvision", role="teacher",
-                model="test ResNet")
+  fields = dict(
+    name="tiny_resnet",
+    url=url,
+    filename=filename,
+    sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
+    md5_prefix=None,
+    size_bytes=len(data) if data is not None else None,
+    source="torchvision",
+    role="teacher",
+    model="test ResNet",
+  )
   fields.update(overrides)
   return catalog.CatalogEntry(**fields)
 
@@ -563,8 +663,9 @@ def test_fetch_downloads_verifies_converts_and_then_reads_offline(tmp_path, monk
   state = resnet_state(np.random.default_rng(17), **RESNET18_LIKE)
   served = tmp_path / "server" / "tiny_resnet.safetensors"
   served.parent.mkdir()
-  safetensors_numpy.save_file({n: v.astype(np.float16) if v.dtype == np.float32 else v
-                               for n, v in state.items()}, str(served))
+  safetensors_numpy.save_file(
+    {n: v.astype(np.float16) if v.dtype == np.float32 else v for n, v in state.items()}, str(served)
+  )
   entry = _tiny_entry(served.as_uri(), served.read_bytes())
   monkeypatch.setitem(catalog.CATALOG, entry.name, entry)
   cache = tmp_path / "cache"
@@ -576,8 +677,7 @@ def test_fetch_downloads_verifies_converts_and_then_reads_offline(tmp_path, monk
   assert json.loads((cache / "tiny_resnet.json").read_text())["check"].endswith("size, SHA-256 verified")
   served.unlink()  # From here on nothing is downloaded.
   resolved = fetch.resolve(entry.name)
-  want = {n: v.astype(np.float16).astype(np.float32) for n, v in state.items()
-          if not names.is_torchvision_extra(n)}
+  want = {n: v.astype(np.float16).astype(np.float32) for n, v in state.items() if not names.is_torchvision_extra(n)}
   _assert_states_equal(resolved, want)
   assert all(v.dtype == np.float32 for v in resolved.values())
   # The cache is in the parity weights format, so a path to it resolves too.

@@ -40,9 +40,18 @@ def _run(command: list[str], log: pathlib.Path, timeout: float) -> tuple[int, st
 
 def benchmark(args, name: str, *extra: str, batch: int | None = None, steps: int | None = None) -> dict | None:
   out = args.out / f"{name}.json"
-  command = [sys.executable, "-m", "mmr_jax.benchmark", f"--config={args.config}", *args.override,
-             f"--probe_sizes={args.probe_sizes}", *extra, f"--batch={batch or args.batch}",
-             f"--steps={steps or args.steps}", f"--json={out}"]
+  command = [
+    sys.executable,
+    "-m",
+    "mmr_jax.benchmark",
+    f"--config={args.config}",
+    *args.override,
+    f"--probe_sizes={args.probe_sizes}",
+    *extra,
+    f"--batch={batch or args.batch}",
+    f"--steps={steps or args.steps}",
+    f"--json={out}",
+  ]
   code, _ = _run(command, args.out / f"{name}.log", args.timeout)
   return json.loads(out.read_text()) if code == 0 and out.exists() else None
 
@@ -76,28 +85,57 @@ def main() -> int:
     if one is None:
       lines.append(f"{dtype}: the benchmark failed (see {args.out}/{dtype}_k1.log)")
       continue
-    lines.append(f"{dtype} on {one['device_kind']}: train {one['train_img_per_s']:.1f} img/s "
-                 f"({100 * one['train_fraction_of_' + ('f32' if dtype == 'float32' else 'bf16') + '_peak']:.0f} % of "
-                 f"peak), inference {one['infer_img_per_s']:.1f} img/s; 4 seeds in one program: "
-                 + (f"train {4 * one['train_step_s'] / four['train_step_s']:.2f}×, inference "
-                    f"{4 * one['infer_batch_s'] / four['infer_batch_s']:.2f}× as fast as 4 one-seed runs in turn"
-                    if four else "failed"))
+    lines.append(
+      f"{dtype} on {one['device_kind']}: train {one['train_img_per_s']:.1f} img/s "
+      f"({100 * one['train_fraction_of_' + ('f32' if dtype == 'float32' else 'bf16') + '_peak']:.0f} % of "
+      f"peak), inference {one['infer_img_per_s']:.1f} img/s; 4 seeds in one program: "
+      + (
+        f"train {4 * one['train_step_s'] / four['train_step_s']:.2f}×, inference "
+        f"{4 * one['infer_batch_s'] / four['infer_batch_s']:.2f}× as fast as 4 one-seed runs in turn"
+        if four
+        else "failed"
+      )
+    )
   fits = largest_batch(args)
-  lines.append(f"largest training batch that runs (float32, doubling from {args.batch} to at most "
-               f"{args.max_batch}): {fits if fits else 'none'}")
-  code, output = _run([sys.executable, "-m", "mmr_jax.data.benchmark", f"--config={args.config}", "--transforms",
-                       "--megapixels=4", "--count=6"], args.out / "pipeline.log", args.timeout)
+  lines.append(
+    f"largest training batch that runs (float32, doubling from {args.batch} to at most "
+    f"{args.max_batch}): {fits if fits else 'none'}"
+  )
+  code, output = _run(
+    [
+      sys.executable,
+      "-m",
+      "mmr_jax.data.benchmark",
+      f"--config={args.config}",
+      "--transforms",
+      "--megapixels=4",
+      "--count=6",
+    ],
+    args.out / "pipeline.log",
+    args.timeout,
+  )
   rows = [line for line in output.splitlines() if line.strip().startswith("4 ")]
   if code == 0 and rows:
     per_core = float(rows[0].split("|")[1].split()[0])
-    lines.append(f"input pipeline, training transform from 4 MP originals: {per_core:.1f} img/s per core, "
-                 f"{per_core * (os.cpu_count() or 1):.0f} img/s on the host's {os.cpu_count()} cores")
+    lines.append(
+      f"input pipeline, training transform from 4 MP originals: {per_core:.1f} img/s per core, "
+      f"{per_core * (os.cpu_count() or 1):.0f} img/s on the host's {os.cpu_count()} cores"
+    )
   else:
     lines.append(f"input pipeline: the data benchmark failed (see {args.out}/pipeline.log)")
   for precision in ("highest", "default"):
-    code, output = _run([sys.executable, "-m", "mmr_jax.parity", f"--weights={PARITY_FILES[0]}",
-                         f"--reference={PARITY_FILES[1]}", f"--precision={precision}"],
-                        args.out / f"parity_{precision}.log", args.timeout)
+    code, output = _run(
+      [
+        sys.executable,
+        "-m",
+        "mmr_jax.parity",
+        f"--weights={PARITY_FILES[0]}",
+        f"--reference={PARITY_FILES[1]}",
+        f"--precision={precision}",
+      ],
+      args.out / f"parity_{precision}.log",
+      args.timeout,
+    )
     summary = next((line for line in reversed(output.splitlines()) if " passed, " in line), "no summary")
     lines.append(f"parity at precision {precision}: {summary} (exit {code})")
   report = "\n".join(lines)

@@ -92,9 +92,15 @@ def published_loss(teacher_features, student_features) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> dict:
   torch.manual_seed(0)
-  student = torch_mmr.MMRStudent(width=args.width, depth=args.depth, num_heads=args.num_heads,
-                                 image_size=args.image_size, fpn_channels=torch_mmr.TEACHERS[args.teacher].channels,
-                                 patch_size=args.patch_size, mlp_ratio=args.mlp_ratio)
+  student = torch_mmr.MMRStudent(
+    width=args.width,
+    depth=args.depth,
+    num_heads=args.num_heads,
+    image_size=args.image_size,
+    fpn_channels=torch_mmr.TEACHERS[args.teacher].channels,
+    patch_size=args.patch_size,
+    mlp_ratio=args.mlp_ratio,
+  )
   teacher_class, loss_fn = torch_mmr.ResNetTeacher, lambda t, s: torch_mmr.mmr_loss(t, s)[0]
   if args.baseline == "published":
     use_detectron2_layernorms(student)
@@ -127,10 +133,18 @@ def run(args: argparse.Namespace) -> dict:
 
   train_s, train_all = median_seconds(train_step, args.warmup, args.steps)
   infer_s, infer_all = median_seconds(infer, args.warmup, args.steps)
-  return {"baseline": args.baseline, "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-          "batch_size": args.batch,
-          "train_step_s": train_s, "train_step_all_s": train_all, "train_img_per_s": args.batch / train_s,
-          "infer_batch_s": infer_s, "infer_batch_all_s": infer_all, "infer_img_per_s": args.batch / infer_s}
+  return {
+    "baseline": args.baseline,
+    "torch_version": torch.__version__,
+    "threads": torch.get_num_threads(),
+    "batch_size": args.batch,
+    "train_step_s": train_s,
+    "train_step_all_s": train_all,
+    "train_img_per_s": args.batch / train_s,
+    "infer_batch_s": infer_s,
+    "infer_batch_all_s": infer_all,
+    "infer_img_per_s": args.batch / infer_s,
+  }
 
 
 def main() -> None:
@@ -146,15 +160,21 @@ def main() -> None:
   parser.add_argument("--mask_ratio", type=float, default=0.4)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--baseline", default="published", choices=("published", "spec"),
-                      help="published: the published code's execution forms (see above); spec: the lean port.")
+  parser.add_argument(
+    "--baseline",
+    default="published",
+    choices=("published", "spec"),
+    help="published: the published code's execution forms (see above); spec: the lean port.",
+  )
   parser.add_argument("--json", help="Write the figures to this JSON file.")
   args = parser.parse_args()
   report = run(args)
-  print(f"PyTorch {report['torch_version']} ({report['threads']} threads), {report['baseline']} forms, "
-        f"batch {args.batch}: "
-        f"train {report['train_step_s']:.3f} s/step ({report['train_img_per_s']:.2f} img/s), "
-        f"infer {report['infer_batch_s']:.3f} s/batch ({report['infer_img_per_s']:.2f} img/s)")
+  print(
+    f"PyTorch {report['torch_version']} ({report['threads']} threads), {report['baseline']} forms, "
+    f"batch {args.batch}: "
+    f"train {report['train_step_s']:.3f} s/step ({report['train_img_per_s']:.2f} img/s), "
+    f"infer {report['infer_batch_s']:.3f} s/batch ({report['infer_img_per_s']:.2f} img/s)"
+  )
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

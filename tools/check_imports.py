@@ -14,16 +14,18 @@ import sys
 
 # Lowest first. A module's layer is that of the longest prefix naming it.
 LAYERS = (
-    ("base", ("mmr_jax.errors", "mmr_jax.runtime")),
-    ("data and weights", ("mmr_jax.data", "mmr_jax.weights")),
-    ("models", ("mmr_jax.models",)),
-    ("equations and metrics", ("mmr_jax.objectives", "mmr_jax.metrics", "mmr_jax.calibration")),
-    ("config and training", ("mmr_jax.config", "mmr_jax.training")),
-    ("evaluation and reports", ("mmr_jax.evaluation", "mmr_jax.reports", "mmr_jax.figures", "mmr_jax.report_page")),
-    ("a run", ("mmr_jax.experiment", "mmr_jax.inference")),
-    ("commands", ("mmr_jax.cli", "mmr_jax.export", "mmr_jax.parity", "mmr_jax.benchmark", "mmr_jax.sweep",
-                  "mmr_jax.data.benchmark")),
-    ("package", ("mmr_jax",)),
+  ("base", ("mmr_jax.errors", "mmr_jax.runtime")),
+  ("data and weights", ("mmr_jax.data", "mmr_jax.weights")),
+  ("models", ("mmr_jax.models",)),
+  ("equations and metrics", ("mmr_jax.objectives", "mmr_jax.metrics", "mmr_jax.calibration")),
+  ("config and training", ("mmr_jax.config", "mmr_jax.training")),
+  ("evaluation and reports", ("mmr_jax.evaluation", "mmr_jax.reports", "mmr_jax.figures", "mmr_jax.report_page")),
+  ("a run", ("mmr_jax.experiment", "mmr_jax.inference")),
+  (
+    "commands",
+    ("mmr_jax.cli", "mmr_jax.export", "mmr_jax.parity", "mmr_jax.benchmark", "mmr_jax.sweep", "mmr_jax.data.benchmark"),
+  ),
+  ("package", ("mmr_jax",)),
 )
 
 
@@ -46,7 +48,7 @@ def imports_of(path: pathlib.Path, name: str, known: set[str]) -> set[str]:
     elif isinstance(node, ast.ImportFrom):
       base = node.module or ""
       if node.level:
-        base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+        base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
       targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
     else:
       continue
@@ -80,7 +82,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     path.append(node)
     for successor in sorted(graph.get(node, ())):
       if state.get(successor) == 1:
-        return path[path.index(successor):] + [successor]
+        return path[path.index(successor) :] + [successor]
       if successor not in state:
         cycle = visit(successor)
         if cycle:
@@ -104,10 +106,10 @@ def violations(package_dir: pathlib.Path) -> list[str]:
   for name, targets in sorted(graph.items()):
     for target in sorted(targets):
       if target in modules and layer_of(target) > layer_of(name) and not name == "mmr_jax":
-        problems.append(f"upward import: {name} ({LAYERS[layer_of(name)][0]}) imports {target} "
-                        f"({LAYERS[layer_of(target)][0]})")
-  cycle = find_cycle({name: {t for t in targets if t in modules and t != "mmr_jax"}
-                      for name, targets in graph.items()})
+        problems.append(
+          f"upward import: {name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+        )
+  cycle = find_cycle({name: {t for t in targets if t in modules and t != "mmr_jax"} for name, targets in graph.items()})
   if cycle:
     problems.append("import cycle: " + " → ".join(cycle))
   return problems

@@ -34,8 +34,11 @@ tf = runtime.import_tensorflow()  # Resizes compared on the CPU.
 def sample_images(count: int = 4, seed: int = 0) -> dict[str, list[np.ndarray]]:
   """Generated test images: blades at 256x288, and ~1000-px photo-like ones (a blade; 1/f noise)."""
   rng = np.random.default_rng(seed)
-  blades = [synthetic.render_blade_image(rng, domain, "groove", (256, 288))[0]
-            for domain in synthetic.DOMAINS for _ in range(max(1, count // 4))]
+  blades = [
+    synthetic.render_blade_image(rng, domain, "groove", (256, 288))[0]
+    for domain in synthetic.DOMAINS
+    for _ in range(max(1, count // 4))
+  ]
   large = [synthetic.render_blade_image(rng, "same", "ablation", (1000, 1100))[0]]
   for _ in range(max(1, count // 2)):
     # 1/f ("pink") noise: the power spectrum of natural photographs.
@@ -63,8 +66,9 @@ def tf_resize(image: np.ndarray, size: int, bicubic: bool, antialias: bool, two_
   values = tf.cast(tf.constant(image), tf.float32)
   if two_pass:
     if image.shape[1] != size:
-      values = tf.cast(_to_uint8(tf.image.resize(values, (image.shape[0], size), method, antialias=antialias)),
-                       tf.float32)
+      values = tf.cast(
+        _to_uint8(tf.image.resize(values, (image.shape[0], size), method, antialias=antialias)), tf.float32
+      )
     if image.shape[0] != size:
       values = tf.image.resize(values, (size, size), method, antialias=antialias)
     return _to_uint8(values).numpy()
@@ -80,10 +84,10 @@ def pipeline_resize(image: np.ndarray, size: int, bicubic: bool) -> np.ndarray:
 
 
 VARIANTS = {
-    "pipeline": pipeline_resize,
-    "tf": lambda image, size, bicubic: tf_resize(image, size, bicubic, antialias=False, two_pass=False),
-    "tf antialias": lambda image, size, bicubic: tf_resize(image, size, bicubic, antialias=True, two_pass=False),
-    "tf two-pass": lambda image, size, bicubic: tf_resize(image, size, bicubic, antialias=True, two_pass=True),
+  "pipeline": pipeline_resize,
+  "tf": lambda image, size, bicubic: tf_resize(image, size, bicubic, antialias=False, two_pass=False),
+  "tf antialias": lambda image, size, bicubic: tf_resize(image, size, bicubic, antialias=True, two_pass=False),
+  "tf two-pass": lambda image, size, bicubic: tf_resize(image, size, bicubic, antialias=True, two_pass=True),
 }
 
 
@@ -100,8 +104,9 @@ def measure(images: list[np.ndarray], size: int, bicubic: bool) -> dict[str, tup
     start = time.perf_counter()
     outputs = [resize(image, size, bicubic) for image in images]
     milliseconds = (time.perf_counter() - start) / len(images) * 1e3
-    diffs = np.concatenate([np.abs(o.astype(np.int32) - r.astype(np.int32)).ravel()
-                            for o, r in zip(outputs, references)])
+    diffs = np.concatenate(
+      [np.abs(o.astype(np.int32) - r.astype(np.int32)).ravel() for o, r in zip(outputs, references)]
+    )
     figures[name] = (float(diffs.mean()), float(diffs.max()), milliseconds)
   return figures
 
@@ -127,12 +132,16 @@ def mask_disagreement(resize_size: int, image_size: int, count: int = 8, seed: i
 def main() -> None:
   groups = sample_images()
   print("absolute difference to PIL (torchvision's path), grey levels 0-255: mean / max, and ms per image")
-  for what, size, bicubic in (("eval: Resize bilinear", 256, False), ("eval: Resize bilinear", 73, False),
-                              ("train: RandomResizedCrop bicubic", 224, True)):
+  for what, size, bicubic in (
+    ("eval: Resize bilinear", 256, False),
+    ("eval: Resize bilinear", 73, False),
+    ("train: RandomResizedCrop bicubic", 224, True),
+  ):
     for name, group in groups.items():
       figures = measure(group, size, bicubic)
-      cells = "  ".join(f"{key}: {mean:.3f} / {peak:.0f} ({ms:.1f} ms)" for key, (mean, peak, ms) in figures.items()
-                        if key != "PIL")
+      cells = "  ".join(
+        f"{key}: {mean:.3f} / {peak:.0f} ({ms:.1f} ms)" for key, (mean, peak, ms) in figures.items() if key != "PIL"
+      )
       print(f"  {what} to {size}, {name}: PIL {figures['PIL'][2]:.1f} ms;  {cells}")
   for resize_size, image_size in ((256, 224), (73, 64)):
     differ, total = mask_disagreement(resize_size, image_size)

@@ -32,10 +32,10 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 PRESETS = {
-    # Student sizes mirror configs/common.py VIT_SIZES ("micro" and "B"); the table grid of "base" is the
-    # MAE checkpoint's (224 / 16).
-    "tiny": dict(width=128, depth=2, num_heads=2, teacher="resnet_micro", pos_grid=None),
-    "base": dict(width=768, depth=12, num_heads=12, teacher="wide_resnet50_2", pos_grid=14),
+  # Student sizes mirror configs/common.py VIT_SIZES ("micro" and "B"); the table grid of "base" is the
+  # MAE checkpoint's (224 / 16).
+  "tiny": dict(width=128, depth=2, num_heads=2, teacher="resnet_micro", pos_grid=None),
+  "base": dict(width=768, depth=12, num_heads=12, teacher="wide_resnet50_2", pos_grid=14),
 }
 
 
@@ -83,8 +83,9 @@ def randomise_student(student: torch_mmr.MMRStudent, rng: np.random.Generator) -
     table.data.copy_(table.data.float().double())
 
 
-def randomise_teacher(teacher: torch_mmr.ResNetTeacher, rng: np.random.Generator,
-                      calibration_images: torch.Tensor) -> None:
+def randomise_teacher(
+  teacher: torch_mmr.ResNetTeacher, rng: np.random.Generator, calibration_images: torch.Tensor
+) -> None:
   """He-normal convs, random BN affine, and running statistics that keep the eval-mode activations O(1)."""
   batch_norms = [m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
   for module in teacher.modules():
@@ -129,9 +130,14 @@ def check_no_trivial_parameters(model: torch.nn.Module, label: str) -> None:
 
 def synthetic_images(rng: np.random.Generator, batch: int, size: int) -> np.ndarray:
   """ImageNet-normalised float32 images (B, 3, S, S) of a smooth scene with some texture."""
-  smooth = np.stack([
-      np.stack([scipy.ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 10, mode="wrap")
-                for _ in range(3)]) for _ in range(batch)])
+  smooth = np.stack(
+    [
+      np.stack(
+        [scipy.ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 10, mode="wrap") for _ in range(3)]
+      )
+      for _ in range(batch)
+    ]
+  )
   smooth /= smooth.std(axis=(2, 3), keepdims=True)
   rgb = np.clip(0.5 + 0.2 * smooth + 0.05 * rng.standard_normal(smooth.shape), 0.0, 1.0)
   return ((rgb - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
@@ -186,16 +192,16 @@ def synthetic_scored_set(rng: np.random.Generator, count: int, size: int):
       _draw_ellipse(masks[i], rng, max_radius)
     elif kind % 4 == 1:
       _draw_ellipse(masks[i, :, : size // 2], rng, max_radius)
-      _draw_ellipse(masks[i, :, size // 2:], rng, max_radius)
+      _draw_ellipse(masks[i, :, size // 2 :], rng, max_radius)
     elif kind % 4 == 2:
       side = max(3, size // 12)
       top, left = rng.integers(2, size - 2 * side - 2, size=2)
-      masks[i, top:top + side, left:left + side] = 1
-      masks[i, top + side:top + 2 * side, left + side:left + 2 * side] = 1
+      masks[i, top : top + side, left : left + side] = 1
+      masks[i, top + side : top + 2 * side, left + side : left + 2 * side] = 1
     else:
       _draw_ellipse(masks[i], rng, max_radius)
       spot_y, spot_x = rng.integers(1, size - 3, size=2)
-      masks[i, spot_y:spot_y + 2, spot_x:spot_x + 2] = 1
+      masks[i, spot_y : spot_y + 2, spot_x : spot_x + 2] = 1
     kind += 1
     # The response is shifted and blurred relative to the truth, with a random strength.
     shift = rng.integers(-2, 3, size=2)
@@ -204,8 +210,9 @@ def synthetic_scored_set(rng: np.random.Generator, count: int, size: int):
   return maps, masks, labels
 
 
-def published_pro(anomaly_map: np.ndarray, mask: np.ndarray, num_thresholds: int = 200,
-                  fpr_limit: float = 0.3) -> float:
+def published_pro(
+  anomaly_map: np.ndarray, mask: np.ndarray, num_thresholds: int = 200, fpr_limit: float = 0.3
+) -> float:
   """PRO of one anomalous image as the published code computes it (§8)."""
   regions = skimage.measure.regionprops(skimage.measure.label(mask, connectivity=2))
   normal = mask == 0
@@ -263,14 +270,14 @@ def metric_values(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> di
   image_scores = maps.reshape(count, -1).max(axis=1)
   pro_per_image = np.array([published_pro(maps[i], masks[i]) for i in range(count) if labels[i] == 1])
   return {
-      "metric_maps": maps,
-      "metric_masks": masks,
-      "metric_labels": labels,
-      "metric_image_auroc": np.float64(sklearn.metrics.roc_auc_score(labels, image_scores)),
-      "metric_pixel_auroc": np.float64(sklearn.metrics.roc_auc_score(masks.ravel(), maps.ravel())),
-      "metric_pro_per_image": pro_per_image,
-      "metric_pro_mean": np.float64(pro_per_image.mean()),
-      "metric_aupro": np.float64(standard_aupro(maps, masks)),
+    "metric_maps": maps,
+    "metric_masks": masks,
+    "metric_labels": labels,
+    "metric_image_auroc": np.float64(sklearn.metrics.roc_auc_score(labels, image_scores)),
+    "metric_pixel_auroc": np.float64(sklearn.metrics.roc_auc_score(masks.ravel(), maps.ravel())),
+    "metric_pro_per_image": pro_per_image,
+    "metric_pro_mean": np.float64(pro_per_image.mean()),
+    "metric_aupro": np.float64(standard_aupro(maps, masks)),
   }
 
 
@@ -286,11 +293,25 @@ def metric_references(rng: np.random.Generator, count: int, size: int) -> dict[s
 def representative_parameters(depth: int) -> list[str]:
   last = depth - 1
   return [
-      "patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "decoder_FPN_mask_token",
-      "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", f"blocks.{last}.norm1.weight",
-      f"blocks.{last}.mlp.fc2.bias", "norm.weight", "norm.bias",
-      "simfp_2.0.weight", "simfp_2.0.bias", "simfp_2.1.weight", "simfp_2.1.bias", "simfp_2.5.weight",
-      "simfp_2.5.norm.weight", "simfp_3.0.weight", "simfp_3.0.bias", "simfp_4.1.norm.bias",
+    "patch_embed.proj.weight",
+    "patch_embed.proj.bias",
+    "cls_token",
+    "decoder_FPN_mask_token",
+    "blocks.0.attn.qkv.weight",
+    "blocks.0.attn.qkv.bias",
+    f"blocks.{last}.norm1.weight",
+    f"blocks.{last}.mlp.fc2.bias",
+    "norm.weight",
+    "norm.bias",
+    "simfp_2.0.weight",
+    "simfp_2.0.bias",
+    "simfp_2.1.weight",
+    "simfp_2.1.bias",
+    "simfp_2.5.weight",
+    "simfp_2.5.norm.weight",
+    "simfp_3.0.weight",
+    "simfp_3.0.bias",
+    "simfp_4.1.norm.bias",
   ]
 
 
@@ -316,8 +337,13 @@ def model_references(args: argparse.Namespace, rng: np.random.Generator):
   pos_grid = args.pos_grid or preset["pos_grid"] or grid
   arch = preset["teacher"]
   student = torch_mmr.MMRStudent(
-      width=preset["width"], depth=preset["depth"], num_heads=preset["num_heads"], image_size=size,
-      fpn_channels=torch_mmr.TEACHERS[arch].channels, pos_grid=pos_grid).double()
+    width=preset["width"],
+    depth=preset["depth"],
+    num_heads=preset["num_heads"],
+    image_size=size,
+    fpn_channels=torch_mmr.TEACHERS[arch].channels,
+    pos_grid=pos_grid,
+  ).double()
   teacher = torch_mmr.ResNetTeacher(arch, with_layer4_and_fc=args.teacher_extra_keys).double()
   teacher.requires_grad_(False)
 
@@ -335,7 +361,10 @@ def model_references(args: argparse.Namespace, rng: np.random.Generator):
   # float64 by default; --ratio-dtype float32 writes it as some tools do, which a reader must read as the decimal
   # it was (a float32 0.4 taken literally makes int(400 · (1 − ratio)) 239 instead of 240).
   refs: dict[str, np.ndarray] = {
-      "image": image_np, "finetune_mask_ratio": np.dtype(args.ratio_dtype).type(ratio), "mask_noise": noise_np}
+    "image": image_np,
+    "finetune_mask_ratio": np.dtype(args.ratio_dtype).type(ratio),
+    "mask_noise": noise_np,
+  }
   # MAE's mask (1 = hidden), from the same argsort as the model's masking.
   hidden = np.argsort(np.argsort(noise_np, axis=1, kind="stable"), axis=1) >= int(grid * grid * (1 - ratio))
   refs["train_mask"] = hidden.astype(np.float32)
@@ -363,10 +392,16 @@ def model_references(args: argparse.Namespace, rng: np.random.Generator):
   per_scale, raw, smoothed, scores = torch_mmr.anomaly_maps(teacher_features, test_features, size)
   for k, feature in enumerate(test_features, start=1):
     refs[f"test_student_layer{k}"] = _np32(feature)
-  refs.update(anomaly_map_per_scale=per_scale.astype(np.float32), anomaly_map_raw=raw.astype(np.float32),
-              anomaly_map=smoothed.astype(np.float32), image_score=scores.astype(np.float32))
-  print(f"  reference forward/backward in {time.perf_counter() - started:.1f} s; loss {loss.item():.6f}, "
-        f"per scale {np.round(loss_per_scale.detach().numpy(), 4).tolist()}")
+  refs.update(
+    anomaly_map_per_scale=per_scale.astype(np.float32),
+    anomaly_map_raw=raw.astype(np.float32),
+    anomaly_map=smoothed.astype(np.float32),
+    image_score=scores.astype(np.float32),
+  )
+  print(
+    f"  reference forward/backward in {time.perf_counter() - started:.1f} s; loss {loss.item():.6f}, "
+    f"per scale {np.round(loss_per_scale.detach().numpy(), 4).tolist()}"
+  )
 
   print("  self-checks:")
   length = grid * grid
@@ -376,30 +411,32 @@ def model_references(args: argparse.Namespace, rng: np.random.Generator):
   self_check(2.5 < loss.item() < 3.5, f"loss at random init is ≈ 3 ({loss.item():.4f})")
   table = student.pos_embed[0, 1:].reshape(pos_grid, pos_grid, -1)
   half = table.shape[-1] // 2
-  self_check(torch.equal(table[0, :, :half], table[-1, :, :half])
-             and torch.equal(table[:, 0, half:], table[:, -1, half:]),
-             "sin-cos table: the first half encodes the column, the second half the row")
+  self_check(
+    torch.equal(table[0, :, :half], table[-1, :, :half]) and torch.equal(table[:, 0, half:], table[:, -1, half:]),
+    "sin-cos table: the first half encodes the column, the second half the row",
+  )
   with torch.no_grad():
     ids_shuffle = torch.argsort(noise, dim=1)
     hidden_changed, visible_changed = image.clone(), image.clone()
     for b in range(args.batch):
       for token in ids_shuffle[b, len_keep:].tolist():
         row, col = divmod(token, grid)
-        hidden_changed[b, :, 16 * row:16 * (row + 1), 16 * col:16 * (col + 1)] += 1.0
+        hidden_changed[b, :, 16 * row : 16 * (row + 1), 16 * col : 16 * (col + 1)] += 1.0
       row, col = divmod(ids_shuffle[b, 0].item(), grid)
-      visible_changed[b, :, 16 * row:16 * (row + 1), 16 * col:16 * (col + 1)] += 1.0
+      visible_changed[b, :, 16 * row : 16 * (row + 1), 16 * col : 16 * (col + 1)] += 1.0
     hidden_effect = _max_abs_difference(student(hidden_changed, ratio, noise), train_features)
     visible_effect = _max_abs_difference(student(visible_changed, ratio, noise), train_features)
-    self_check(hidden_effect <= 1e-12 < 1e-3 < visible_effect,
-               f"hidden patches do not reach the training features (max change {hidden_effect:.1e}; a "
-               f"visible patch changes them by {visible_effect:.2f})")
+    self_check(
+      hidden_effect <= 1e-12 < 1e-3 < visible_effect,
+      f"hidden patches do not reach the training features (max change {hidden_effect:.1e}; a "
+      f"visible patch changes them by {visible_effect:.2f})",
+    )
     raster = torch.arange(length, dtype=torch.float32).expand(args.batch, -1)
     order_effect = _max_abs_difference(student(image, 0.0, raster), test_features)
     self_check(order_effect < 1e-9, f"test features do not depend on the noise ({order_effect:.1e})")
 
   params = dict(student.named_parameters())
-  names = {"all": list(params), "representative": representative_parameters(preset["depth"]),
-           "none": []}[args.grads]
+  names = {"all": list(params), "representative": representative_parameters(preset["depth"]), "none": []}[args.grads]
   before = {name: param.detach().clone() for name, param in params.items()}
   torch_mmr.adamw(student, args.lr).step()
   for name in names:
@@ -414,8 +451,7 @@ def model_references(args: argparse.Namespace, rng: np.random.Generator):
     grad, decay = param.grad, 0.05 if param.ndim >= 2 else 0.0
     expected = before[name] * (1 - args.lr * decay) - args.lr * grad / (grad.abs() + 1e-8)
     step_error = max(step_error, (param.detach() - expected).abs().max().item())
-  self_check(step_error < 1e-12, f"the AdamW step matches the closed form with the published groups "
-             f"({step_error:.1e})")
+  self_check(step_error < 1e-12, f"the AdamW step matches the closed form with the published groups ({step_error:.1e})")
   return weights, refs
 
 
@@ -428,27 +464,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
   parser.add_argument("--image-size", type=int, default=64, help="a multiple of 16")
-  parser.add_argument("--pos-grid", type=int, default=None,
-                      help="grid of the encoder's sin-cos table (default: tiny = image grid, base = 14)")
+  parser.add_argument(
+    "--pos-grid",
+    type=int,
+    default=None,
+    help="grid of the encoder's sin-cos table (default: tiny = image grid, base = 14)",
+  )
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--mask-ratio", type=float, default=0.4)
-  parser.add_argument("--ratio-dtype", choices=("float64", "float32"), default="float64",
-                      help="how finetune_mask_ratio is stored in R.npz")
+  parser.add_argument(
+    "--ratio-dtype",
+    choices=("float64", "float32"),
+    default="float64",
+    help="how finetune_mask_ratio is stored in R.npz",
+  )
   # 1e-2 rather than the schedule's 1e-3: the decay term lr · 0.05 · w is then 5e-4 of a parameter, above the
   # 1e-4 relative tolerance, so a wrong weight-decay group shows in post_step/ instead of hiding under it.
   parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of the AdamW step")
-  parser.add_argument("--grads", choices=("representative", "all", "none"), default="representative",
-                      help="which student parameters get grad/, pre_step/ and post_step/ keys")
-  parser.add_argument("--teacher-extra-keys", action="store_true",
-                      help="also write the teacher's layer4 and fc (unused keys a reader must tolerate)")
+  parser.add_argument(
+    "--grads",
+    choices=("representative", "all", "none"),
+    default="representative",
+    help="which student parameters get grad/, pre_step/ and post_step/ keys",
+  )
+  parser.add_argument(
+    "--teacher-extra-keys",
+    action="store_true",
+    help="also write the teacher's layer4 and fc (unused keys a reader must tolerate)",
+  )
   parser.add_argument("--metric-images", type=int, default=8, help="size of the scored set; 0: no metrics")
   parser.add_argument("--metric-size", type=int, default=64, help="side of the scored set's maps")
   parser.add_argument("--metrics-only", action="store_true", help="write only R.npz with the metric keys")
   parser.add_argument("--out-dir", required=True)
   parser.add_argument("--prefix", default="", help="file name prefix: <prefix>W.npz, <prefix>R.npz")
-  parser.add_argument("--drop", type=lambda text: tuple(filter(None, text.split(","))), default=(),
-                      help="comma-separated key prefixes to leave out of R.npz (to keep a golden file small)")
+  parser.add_argument(
+    "--drop",
+    type=lambda text: tuple(filter(None, text.split(","))),
+    default=(),
+    help="comma-separated key prefixes to leave out of R.npz (to keep a golden file small)",
+  )
   args = parser.parse_args(argv)
   if args.image_size <= 0 or args.image_size % 16:
     parser.error(f"--image-size must be a positive multiple of 16, got {args.image_size}")
@@ -475,15 +530,16 @@ def main(argv: list[str] | None = None) -> None:
   if args.metric_images:
     metrics = metric_references(np.random.default_rng([args.seed, 1]), args.metric_images, args.metric_size)
     references.update(metrics)
-    print(f"metrics on {args.metric_images} synthetic maps of {args.metric_size}²: image AUROC "
-          f"{metrics['metric_image_auroc']:.4f}, pixel AUROC {metrics['metric_pixel_auroc']:.4f}, PRO "
-          f"{metrics['metric_pro_mean']:.4f} (per image {np.round(metrics['metric_pro_per_image'], 4).tolist()}), "
-          f"AUPRO {metrics['metric_aupro']:.4f}")
+    print(
+      f"metrics on {args.metric_images} synthetic maps of {args.metric_size}²: image AUROC "
+      f"{metrics['metric_image_auroc']:.4f}, pixel AUROC {metrics['metric_pixel_auroc']:.4f}, PRO "
+      f"{metrics['metric_pro_mean']:.4f} (per image {np.round(metrics['metric_pro_per_image'], 4).tolist()}), "
+      f"AUPRO {metrics['metric_aupro']:.4f}"
+    )
   dropped = [key for key in references if any(key.startswith(prefix) for prefix in args.drop)]
   if dropped:
     print(f"  leaving out {len(dropped)} keys that start with {', '.join(args.drop)}")
-  save_npz(os.path.join(args.out_dir, f"{args.prefix}R.npz"),
-           {k: v for k, v in references.items() if k not in dropped})
+  save_npz(os.path.join(args.out_dir, f"{args.prefix}R.npz"), {k: v for k, v in references.items() if k not in dropped})
   print(f"done in {time.perf_counter() - started:.1f} s")
 
 

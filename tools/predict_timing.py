@@ -34,6 +34,7 @@ def main(argv):
   import numpy as np
   from mmr_jax import export
   from mmr_jax import inference
+
   model = inference.TrainedModel(FLAGS.workdir)
   size, batch = model.image_size, model.batch_size
   images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

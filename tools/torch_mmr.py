@@ -87,7 +87,6 @@ def random_masking(tokens: torch.Tensor, mask_ratio: float, noise: torch.Tensor)
 
 
 class PatchEmbed(nn.Module):
-
   def __init__(self, patch_size: int, width: int):
     super().__init__()
     self.proj = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
@@ -97,7 +96,6 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-
   def __init__(self, width: int, num_heads: int):
     super().__init__()
     if width % num_heads:
@@ -112,12 +110,11 @@ class Attention(nn.Module):
     # Output rows of qkv are [q | k | v], each split into heads of head_width consecutive rows.
     qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, head_width).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
-    weights = torch.softmax((q @ k.transpose(-2, -1)) * head_width ** -0.5, dim=-1)
+    weights = torch.softmax((q @ k.transpose(-2, -1)) * head_width**-0.5, dim=-1)
     return self.proj((weights @ v).transpose(1, 2).reshape(batch, length, width))
 
 
 class Mlp(nn.Module):
-
   def __init__(self, width: int, hidden: int):
     super().__init__()
     self.fc1 = nn.Linear(width, hidden)
@@ -128,7 +125,6 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-
   def __init__(self, width: int, num_heads: int, mlp_ratio: float):
     super().__init__()
     self.norm1 = nn.LayerNorm(width, eps=VIT_LAYERNORM_EPS)
@@ -165,7 +161,6 @@ class ConvNorm(nn.Conv2d):
 
 
 class Gelu(nn.Module):
-
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="none")
 
@@ -177,9 +172,18 @@ def upsample2x(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
 class MMRStudent(nn.Module):
   """ViT encoder with fully hidden masked tokens, mask tokens + second sin-cos, then the simple FPN."""
 
-  def __init__(self, *, width: int, depth: int, num_heads: int, image_size: int,
-               fpn_channels: Sequence[int], pos_grid: int | None = None, patch_size: int = 16,
-               mlp_ratio: float = 4.0):
+  def __init__(
+    self,
+    *,
+    width: int,
+    depth: int,
+    num_heads: int,
+    image_size: int,
+    fpn_channels: Sequence[int],
+    pos_grid: int | None = None,
+    patch_size: int = 16,
+    mlp_ratio: float = 4.0,
+  ):
     super().__init__()
     if image_size % patch_size:
       raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
@@ -190,19 +194,22 @@ class MMRStudent(nn.Module):
     self.patch_embed = PatchEmbed(patch_size, width)
     self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
     # Fixed tables: buffers, so they are in the state dict but never trained (§6).
-    self.register_buffer(
-        "pos_embed", torch.from_numpy(sincos_pos_embed_2d(width, self.pos_grid))[None].float())
+    self.register_buffer("pos_embed", torch.from_numpy(sincos_pos_embed_2d(width, self.pos_grid))[None].float())
     self.blocks = nn.ModuleList([Block(width, num_heads, mlp_ratio) for _ in range(depth)])
     self.norm = nn.LayerNorm(width, eps=VIT_LAYERNORM_EPS)
     self.decoder_FPN_mask_token = nn.Parameter(torch.zeros(1, 1, width))
     self.register_buffer(
-        "decoder_FPN_pos_embed",
-        torch.from_numpy(sincos_pos_embed_2d(width, self.image_grid))[None].float())
+      "decoder_FPN_pos_embed", torch.from_numpy(sincos_pos_embed_2d(width, self.image_grid))[None].float()
+    )
     self.simfp_2 = nn.Sequential(
-        upsample2x(width, width // 2), ChannelLayerNorm(width // 2, eps=FPN_LAYERNORM_EPS), Gelu(),
-        upsample2x(width // 2, width // 4), ConvNorm(width // 4, c1, 1), ConvNorm(c1, c1, 3))
-    self.simfp_3 = nn.Sequential(
-        upsample2x(width, width // 2), ConvNorm(width // 2, c2, 1), ConvNorm(c2, c2, 3))
+      upsample2x(width, width // 2),
+      ChannelLayerNorm(width // 2, eps=FPN_LAYERNORM_EPS),
+      Gelu(),
+      upsample2x(width // 2, width // 4),
+      ConvNorm(width // 4, c1, 1),
+      ConvNorm(c1, c1, 3),
+    )
+    self.simfp_3 = nn.Sequential(upsample2x(width, width // 2), ConvNorm(width // 2, c2, 1), ConvNorm(c2, c2, 3))
     self.simfp_4 = nn.Sequential(ConvNorm(width, c3, 1), ConvNorm(c3, c3, 3))
 
   def encoder_pos_embed(self, grid: int) -> torch.Tensor:
@@ -228,8 +235,10 @@ class MMRStudent(nn.Module):
     shuffled = torch.cat([visible, mask_tokens], dim=1)
     tokens = torch.gather(shuffled, 1, ids_restore.unsqueeze(-1).expand(-1, -1, width))
     if self.decoder_FPN_pos_embed.shape[1] != length + 1:
-      raise ValueError(f"decoder_FPN_pos_embed has {self.decoder_FPN_pos_embed.shape[1] - 1} patch rows, "
-                       f"the image has {length} tokens: build the student for this image size")
+      raise ValueError(
+        f"decoder_FPN_pos_embed has {self.decoder_FPN_pos_embed.shape[1] - 1} patch rows, "
+        f"the image has {length} tokens: build the student for this image size"
+      )
     tokens = tokens + self.decoder_FPN_pos_embed[:, 1:, :]  # Visible tokens get position a second time.
     grid = math.isqrt(length)
     feature_map = tokens.reshape(batch, grid, grid, width).permute(0, 3, 1, 2)
@@ -266,22 +275,19 @@ class TeacherSpec:
 
 
 TEACHERS = {
-    "wide_resnet50_2": TeacherSpec("bottleneck", (3, 4, 6), (64, 128, 256), width_per_group=128,
-                                   layer4_blocks=3),
-    "resnet18": TeacherSpec("basic", (2, 2, 2), (64, 128, 256), layer4_blocks=2),
-    # Tests and the CPU demo only.
-    "resnet_micro": TeacherSpec("basic", (1, 1, 1), (16, 32, 64), stem_channels=16),
+  "wide_resnet50_2": TeacherSpec("bottleneck", (3, 4, 6), (64, 128, 256), width_per_group=128, layer4_blocks=3),
+  "resnet18": TeacherSpec("basic", (2, 2, 2), (64, 128, 256), layer4_blocks=2),
+  # Tests and the CPU demo only.
+  "resnet_micro": TeacherSpec("basic", (1, 1, 1), (16, 32, 64), stem_channels=16),
 }
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-  conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
-                   bias=False)
+  conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
   return conv, nn.BatchNorm2d(out_channels, eps=BATCHNORM_EPS)
 
 
 class BasicBlock(nn.Module):
-
   def __init__(self, in_channels: int, planes: int, stride: int, mid_width: int):
     del mid_width  # Basic blocks have no bottleneck.
     super().__init__()
@@ -368,14 +374,19 @@ def mmr_loss(teacher_features: Sequence[torch.Tensor], student_features: Sequenc
 
   Returns (total, per-scale tensor of shape (3,)).
   """
-  per_scale = torch.stack([
-      (1 - F.cosine_similarity(t, s, dim=1, eps=COSINE_EPS)).mean()
-      for t, s in zip(teacher_features, student_features)])
+  per_scale = torch.stack(
+    [(1 - F.cosine_similarity(t, s, dim=1, eps=COSINE_EPS)).mean() for t, s in zip(teacher_features, student_features)]
+  )
   return per_scale.sum(), per_scale
 
 
-def anomaly_maps(teacher_features: Sequence[torch.Tensor], student_features: Sequence[torch.Tensor],
-                 image_size: int, sigma: float = 4.0, truncate: float = 4.0):
+def anomaly_maps(
+  teacher_features: Sequence[torch.Tensor],
+  student_features: Sequence[torch.Tensor],
+  image_size: int,
+  sigma: float = 4.0,
+  truncate: float = 4.0,
+):
   """Paper Eq. 2 with the published post-processing.
 
   Returns numpy arrays in the features' dtype: per-scale maps (B, 3, S, S) upsampled bilinearly with
@@ -385,12 +396,10 @@ def anomaly_maps(teacher_features: Sequence[torch.Tensor], student_features: Seq
   upsampled = []
   for t, s in zip(teacher_features, student_features):
     distance = (1 - F.cosine_similarity(t, s, dim=1, eps=COSINE_EPS)).unsqueeze(1)
-    upsampled.append(F.interpolate(distance, size=(image_size, image_size), mode="bilinear",
-                                   align_corners=True))
+    upsampled.append(F.interpolate(distance, size=(image_size, image_size), mode="bilinear", align_corners=True))
   per_scale = torch.cat(upsampled, dim=1).detach().cpu().numpy()
   raw = per_scale.sum(axis=1)
-  smoothed = np.stack([scipy.ndimage.gaussian_filter(m, sigma=sigma, truncate=truncate, mode="reflect")
-                       for m in raw])
+  smoothed = np.stack([scipy.ndimage.gaussian_filter(m, sigma=sigma, truncate=truncate, mode="reflect") for m in raw])
   return per_scale, raw, smoothed, smoothed.reshape(len(smoothed), -1).max(axis=1)
 
 
@@ -401,5 +410,8 @@ def adamw(student: nn.Module, lr: float, weight_decay: float = 0.05) -> torch.op
     if param.requires_grad:
       (decay if param.ndim >= 2 else no_decay).append(param)
   return torch.optim.AdamW(
-      [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-      lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    lr=lr,
+    betas=(0.9, 0.95),
+    eps=1e-8,
+  )

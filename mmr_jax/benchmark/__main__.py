@@ -25,8 +25,12 @@ def define_flags() -> None:
   flags.DEFINE_list("probe_sizes", ["2048", "4096"], "Square matmul sizes of the peak probe.")
   flags.DEFINE_string("json", None, "Write the figures to this JSON file.")
   flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch MMR (tools/benchmark_torch.py) in a child process.")
-  flags.DEFINE_enum("torch_baseline", "published", ["published", "spec"],
-                    "The PyTorch MMR's execution forms: the published code's, or the lean port's.")
+  flags.DEFINE_enum(
+    "torch_baseline",
+    "published",
+    ["published", "spec"],
+    "The PyTorch MMR's execution forms: the published code's, or the lean port's.",
+  )
 
 
 def main(argv) -> None:
@@ -45,9 +49,15 @@ def main(argv) -> None:
   except ValueError:
     raise app.UsageError(f"--probe_sizes must list integers, got {','.join(f.probe_sizes)}") from None
   try:
-    report = benchmark.benchmark(config, num_devices=f.devices, warmup=f.warmup, steps_timed=f.steps,
-                                 probe_sizes=probe_sizes, compare_torch=f.compare_torch,
-                                 torch_baseline=f.torch_baseline)
+    report = benchmark.benchmark(
+      config,
+      num_devices=f.devices,
+      warmup=f.warmup,
+      steps_timed=f.steps,
+      probe_sizes=probe_sizes,
+      compare_torch=f.compare_torch,
+      torch_baseline=f.torch_baseline,
+    )
   except (config_lib.ConfigError, ValueError) as error:
     raise app.UsageError(str(error)) from error
   print(benchmark.format_table(report))

@@ -35,8 +35,11 @@ def resnet_flops(spec: resnet.ResNetSpec, image_size: int) -> int:
       out_size = (size - 1) // stride + 1  # Same for the 3×3 p1 and the 1×1 p0 convolutions.
       if spec.block == "bottleneck":
         mid, out = planes * spec.mid_multiplier, planes * 4
-        flops += (conv_flops(size, size, 1, channels, mid) + conv_flops(out_size, out_size, 3, mid, mid)
-                  + conv_flops(out_size, out_size, 1, mid, out))
+        flops += (
+          conv_flops(size, size, 1, channels, mid)
+          + conv_flops(out_size, out_size, 3, mid, mid)
+          + conv_flops(out_size, out_size, 1, mid, out)
+        )
       else:
         out = planes
         flops += conv_flops(out_size, out_size, 3, channels, out) + conv_flops(out_size, out_size, 3, out, out)
@@ -50,7 +53,7 @@ def efficientnet_flops(spec: efficientnet.EfficientNetLiteSpec, image_size: int)
   """Stem and the blocks up to the stride-16 features ('SAME' padding: output size = ceil(input / stride))."""
   size = -(-image_size // 2)
   flops = conv_flops(size, size, 3, 3, efficientnet.STEM_WIDTH)
-  blocks = spec.blocks()[:spec.feature_block_indices()[-1] + 1]
+  blocks = spec.blocks()[: spec.feature_block_indices()[-1] + 1]
   for block in blocks:
     hidden = block.in_channels * block.expansion
     out_size = -(-size // block.stride)
@@ -66,10 +69,12 @@ def encoder_flops(width: int, depth: int, mlp_ratio: float, patch_size: int, vis
   """Patch embedding of the visible patches, then `depth` blocks over them plus the cls token."""
   tokens = visible_tokens + 1
   hidden = int(width * mlp_ratio)
-  per_block = (2 * tokens * width * 3 * width  # qkv
-               + 2 * 2 * tokens * tokens * width  # q·kᵀ and weights·v over all heads
-               + 2 * tokens * width * width  # proj
-               + 2 * 2 * tokens * width * hidden)  # fc1, fc2
+  per_block = (
+    2 * tokens * width * 3 * width  # qkv
+    + 2 * 2 * tokens * tokens * width  # q·kᵀ and weights·v over all heads
+    + 2 * tokens * width * width  # proj
+    + 2 * 2 * tokens * width * hidden
+  )  # fc1, fc2
   return 2 * visible_tokens * patch_size * patch_size * 3 * width + depth * per_block
 
 
@@ -78,10 +83,15 @@ def fpn_flops(width: int, out_channels: tuple[int, int, int], grid: int) -> int:
   c1, c2, c3 = out_channels
   g = grid
   convt = lambda size, cin, cout: 2 * size * size * cin * cout * 4
-  simfp2 = (convt(g, width, width // 2) + convt(2 * g, width // 2, width // 4)
-            + conv_flops(4 * g, 4 * g, 1, width // 4, c1) + conv_flops(4 * g, 4 * g, 3, c1, c1))
-  simfp3 = (convt(g, width, width // 2) + conv_flops(2 * g, 2 * g, 1, width // 2, c2)
-            + conv_flops(2 * g, 2 * g, 3, c2, c2))
+  simfp2 = (
+    convt(g, width, width // 2)
+    + convt(2 * g, width // 2, width // 4)
+    + conv_flops(4 * g, 4 * g, 1, width // 4, c1)
+    + conv_flops(4 * g, 4 * g, 3, c1, c1)
+  )
+  simfp3 = (
+    convt(g, width, width // 2) + conv_flops(2 * g, 2 * g, 1, width // 2, c2) + conv_flops(2 * g, 2 * g, 3, c2, c2)
+  )
   simfp4 = conv_flops(g, g, 1, width, c3) + conv_flops(g, g, 3, c3, c3)
   return simfp2 + simfp3 + simfp4
 
@@ -103,11 +113,11 @@ def analytic_flops(config: ml_collections.ConfigDict) -> dict[str, float]:
   kept = vit.num_kept(tokens, model.mask_ratio) if model.mask_ratio > 0 else tokens
   fpn = fpn_flops(v.width, spec.out_channels, grid)
   figures = {
-      "teacher": teacher_flops(spec, size),
-      "encoder_train": encoder_flops(v.width, v.depth, v.mlp_ratio, v.patch_size, kept),
-      "encoder_infer": encoder_flops(v.width, v.depth, v.mlp_ratio, v.patch_size, tokens),
-      "fpn": fpn,
-      "anomaly_map": anomaly_map_flops(size, (4 * grid, 2 * grid, grid)),
+    "teacher": teacher_flops(spec, size),
+    "encoder_train": encoder_flops(v.width, v.depth, v.mlp_ratio, v.patch_size, kept),
+    "encoder_infer": encoder_flops(v.width, v.depth, v.mlp_ratio, v.patch_size, tokens),
+    "fpn": fpn,
+    "anomaly_map": anomaly_map_flops(size, (4 * grid, 2 * grid, grid)),
   }
   student_train = figures["encoder_train"] + fpn
   figures["train"] = figures["teacher"] + 3 * student_train

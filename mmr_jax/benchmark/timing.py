@@ -30,6 +30,7 @@ from mmr_jax.training import steps
 # In a checkout of the repository only (tools/ is not installed): --compare_torch says so where it is absent.
 TORCH_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "tools" / "benchmark_torch.py"
 
+
 def _median_seconds(call: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, list[float]]:
   for _ in range(warmup):
     jax.block_until_ready(call())
@@ -47,13 +48,15 @@ def matmul_peak(size: int, dtype: Any, repeats: int = 3) -> float:
   a, b = (jax.random.normal(k, (size, size), jnp.float32).astype(dtype) for k in keys)
   dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
   seconds, _ = _median_seconds(lambda: dot(a, b), warmup=1, repeats=repeats)
-  return 2 * size ** 3 / seconds
+  return 2 * size**3 / seconds
 
 
 def probe_peaks(sizes: tuple[int, ...]) -> dict[str, float]:
   """The best rate over a few square sizes: the device's practical matmul peak, for both compute dtypes."""
-  return {name: max(matmul_peak(s, dtype) for s in sizes)
-          for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))}
+  return {
+    name: max(matmul_peak(s, dtype) for s in sizes)
+    for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
+  }
 
 
 def peak_memory() -> tuple[int, str]:
@@ -93,18 +96,21 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   precision = config.model.precision
   teacher_fn = steps.make_teacher_fn(teacher, mesh, precision)
   train_step = steps.make_train_step(student, tx, config.model.mask_ratio, mesh, precision)
-  anomaly_fn = steps.make_anomaly_fn(student, mesh, config.eval.gaussian_sigma, config.eval.gaussian_truncate,
-                                     config.eval.test_mask_ratio, precision)
+  anomaly_fn = steps.make_anomaly_fn(
+    student, mesh, config.eval.gaussian_sigma, config.eval.gaussian_truncate, config.eval.test_mask_ratio, precision
+  )
 
   replicated = sharding.replicated(mesh)
   seeds = [config.seed + i for i in range(k)]
   init_keys, train_keys = zip(*(jax.random.split(jax.random.key(seed)) for seed in seeds))
   params = init.student_params(config, jnp.stack(init_keys))
   state = jax.jit(jax.vmap(lambda p, key: steps.create_train_state(p, tx, key)), out_shardings=replicated)(
-      params, jnp.stack(train_keys))
+    params, jnp.stack(train_keys)
+  )
   teacher_params = jax.device_put(init.teacher_params(config), replicated)
   make_images = lambda shape, spec: jax.jit(
-      lambda key: jax.random.uniform(key, shape, jnp.float32, -2.0, 2.0), out_shardings=spec)(jax.random.key(1))
+    lambda key: jax.random.uniform(key, shape, jnp.float32, -2.0, 2.0), out_shardings=spec
+  )(jax.random.key(1))
   train_images = make_images((k, b, size, size, 3), sharding.batch_sharding(mesh, extra_leading_axes=1))
   eval_images = make_images((b, size, size, 3), sharding.batch_sharding(mesh))
   weights = jax.device_put(jnp.ones((k, b), jnp.float32), sharding.batch_sharding(mesh, extra_leading_axes=1))
@@ -114,8 +120,13 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   teacher_train, teacher_seconds = _compile(teacher_fn, teacher_params, train_images)
   features = teacher_train(teacher_params, train_images)
   step, step_seconds = _compile(train_step, state, train_images, weights, features, lr)
-  logging.info("compiled the teacher in %.1f s and the training step in %.1f s; timing %d + %d steps",
-               teacher_seconds, step_seconds, warmup, repeats)
+  logging.info(
+    "compiled the teacher in %.1f s and the training step in %.1f s; timing %d + %d steps",
+    teacher_seconds,
+    step_seconds,
+    warmup,
+    repeats,
+  )
   holder = {"state": state}
 
   def train_call():
@@ -133,20 +144,23 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
     teacher_eval, teacher_eval_seconds = _compile(teacher_fn, teacher_params, eval_batch)
   eval_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
   anomaly, anomaly_seconds = _compile(anomaly_fn, params, eval_images, eval_features, eval_rng)
-  logging.info("training step: median %.3f s; compiled inference in %.1f s", train_s,
-               teacher_eval_seconds + anomaly_seconds)
+  logging.info(
+    "training step: median %.3f s; compiled inference in %.1f s", train_s, teacher_eval_seconds + anomaly_seconds
+  )
 
   def infer_call():
     teacher_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
     return anomaly(params, eval_images, teacher_features, eval_rng)
 
   infer_s, infer_all = _median_seconds(infer_call, warmup, repeats)
-  return Timings(train_s, train_all, teacher_seconds + step_seconds, infer_s, infer_all,
-                 teacher_eval_seconds + anomaly_seconds)
+  return Timings(
+    train_s, train_all, teacher_seconds + step_seconds, infer_s, infer_all, teacher_eval_seconds + anomaly_seconds
+  )
 
 
-def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int,
-                  baseline: str) -> dict[str, float] | None:
+def torch_figures(
+  config: ml_collections.ConfigDict, warmup: int, repeats: int, baseline: str
+) -> dict[str, float] | None:
   """Runs tools/benchmark_torch.py on the same setting in a child process: the PyTorch MMR with the published
   code's execution forms (`baseline="published"`) or the lean port ("spec"); see that script. The child inherits
   this process's environment, GLIBC_TUNABLES included: both frameworks run on the same allocator settings."""
@@ -156,11 +170,23 @@ def torch_figures(config: ml_collections.ConfigDict, warmup: int, repeats: int,
   v = config.model.vit
   with tempfile.TemporaryDirectory() as tmp:
     out = pathlib.Path(tmp) / "torch.json"
-    command = [sys.executable, str(TORCH_SCRIPT), f"--width={v.width}", f"--depth={v.depth}",
-               f"--num_heads={v.num_heads}", f"--patch_size={v.patch_size}", f"--mlp_ratio={v.mlp_ratio}",
-               f"--teacher={config.model.teacher}", f"--image_size={config.data.image_size}",
-               f"--batch={config.batch_size}", f"--mask_ratio={config.model.mask_ratio}",
-               f"--warmup={warmup}", f"--steps={repeats}", f"--baseline={baseline}", f"--json={out}"]
+    command = [
+      sys.executable,
+      str(TORCH_SCRIPT),
+      f"--width={v.width}",
+      f"--depth={v.depth}",
+      f"--num_heads={v.num_heads}",
+      f"--patch_size={v.patch_size}",
+      f"--mlp_ratio={v.mlp_ratio}",
+      f"--teacher={config.model.teacher}",
+      f"--image_size={config.data.image_size}",
+      f"--batch={config.batch_size}",
+      f"--mask_ratio={config.model.mask_ratio}",
+      f"--warmup={warmup}",
+      f"--steps={repeats}",
+      f"--baseline={baseline}",
+      f"--json={out}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
       print(f"--compare_torch: tools/benchmark_torch.py failed:\n{result.stderr[-2000:]}")

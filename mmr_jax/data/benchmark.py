@@ -40,7 +40,6 @@ from mmr_jax.data import synthetic
 from mmr_jax.data.synthetic import scene
 
 
-
 def _timed(batches: Callable[[], Iterable[dict]]) -> tuple[int, float]:
   start = time.perf_counter()
   count = sum(len(batch["image"]) if "valid" not in batch else int(batch["valid"].sum()) for batch in batches())
@@ -56,8 +55,10 @@ def run(config, epochs: int) -> dict[str, float]:
   if config.data.synthetic:
     synthetic.ensure_synthetic(config.data.root, seed=config.data.synthetic_seed)
   data = config.data
-  print(f"{data.name} at {data.root}: image_size {data.image_size}, resize_size {data.resize_size}, "
-        f"batch {config.batch_size}, eval batch {config.eval_batch_size}, {os.cpu_count()} CPU cores")
+  print(
+    f"{data.name} at {data.root}: image_size {data.image_size}, resize_size {data.resize_size}, "
+    f"batch {config.batch_size}, eval batch {config.eval_batch_size}, {os.cpu_count()} CPU cores"
+  )
   figures = {}
 
   start = time.perf_counter()
@@ -67,8 +68,9 @@ def run(config, epochs: int) -> dict[str, float]:
 
   count, seconds = _timed(lambda: pipeline.train_batches(config, 0, config.seed))
   print(f"train, first epoch (tf.data warm-up)  {_rate(count, seconds)}")
-  count, seconds = _timed(lambda: (b for e in range(1, epochs + 1) for b in pipeline.train_batches(config, e,
-                                                                                                     config.seed)))
+  count, seconds = _timed(
+    lambda: (b for e in range(1, epochs + 1) for b in pipeline.train_batches(config, e, config.seed))
+  )
   figures["train"] = count / seconds
   print(f"train, cached images                 {_rate(count, seconds)}")
 
@@ -125,32 +127,47 @@ def transform_rates(config, megapixels: Iterable[float], count: int, max_side: i
     boxes = pipeline.crop_boxes(shapes, np.random.default_rng(0), tuple(data.crop_scale), tuple(data.crop_ratio))
     train = lambda image, box: preprocess.train_transform(image, tuple(box), False, size)
     evaluate = lambda image: preprocess.eval_transform(image, None, False, data.resize_size, size, False)[0]
-    row = {"megapixels": mp, "shape": tuple(int(v) for v in shapes[0]),
-           "train": _per_second(lambda i: train(originals[i], boxes[i]), count),
-           "train_decode": _per_second(lambda i: train(images.decode_rgb(encoded[i]), boxes[i]), count),
-           "eval": _per_second(lambda i: evaluate(originals[i]), count),
-           "eval_decode": _per_second(lambda i: evaluate(images.decode_rgb(encoded[i])), count)}
+    row = {
+      "megapixels": mp,
+      "shape": tuple(int(v) for v in shapes[0]),
+      "train": _per_second(lambda i: train(originals[i], boxes[i]), count),
+      "train_decode": _per_second(lambda i: train(images.decode_rgb(encoded[i]), boxes[i]), count),
+      "eval": _per_second(lambda i: evaluate(originals[i]), count),
+      "eval_decode": _per_second(lambda i: evaluate(images.decode_rgb(encoded[i])), count),
+    }
     shrunk = [images.limit_size(image, None, max_side)[0] for image in originals]
     row["shrink"] = _per_second(lambda i: images.limit_size(originals[i], None, max_side), count)
     factor = shrunk[0].shape[0] / originals[0].shape[0]
     small_boxes = [np.maximum(1, np.round(np.asarray(box) * factor)).astype(int) for box in boxes]
     row["train_shrunk"] = _per_second(lambda i: train(shrunk[i], small_boxes[i]), count)
     row["eval_shrunk"] = _per_second(lambda i: evaluate(shrunk[i]), count)
-    train_diff = [np.abs(preprocess.denormalize(train(o, b)).astype(int) - preprocess.denormalize(train(s, sb)))
-                  for o, b, s, sb in zip(originals, boxes, shrunk, small_boxes)]
+    train_diff = [
+      np.abs(preprocess.denormalize(train(o, b)).astype(int) - preprocess.denormalize(train(s, sb)))
+      for o, b, s, sb in zip(originals, boxes, shrunk, small_boxes)
+    ]
     eval_diff = [np.abs(evaluate(o).astype(int) - evaluate(s)) for o, s in zip(originals, shrunk)]
-    row.update(train_diff_mean=float(np.mean(train_diff)), train_diff_max=int(np.max(train_diff)),
-               eval_diff_mean=float(np.mean(eval_diff)), eval_diff_max=int(np.max(eval_diff)))
+    row.update(
+      train_diff_mean=float(np.mean(train_diff)),
+      train_diff_max=int(np.max(train_diff)),
+      eval_diff_mean=float(np.mean(eval_diff)),
+      eval_diff_max=int(np.max(eval_diff)),
+    )
     rows.append(row)
-  print(f"per core (one thread), {count} PNG originals per size, to {size}² (eval: resize {data.resize_size}, crop "
-        f"{size}); images/s")
-  print(f"{'MP':>4} {'shape':>11} | {'train':>7} {'+decode':>7} | {'eval':>7} {'+decode':>7} | shrunk to {max_side}: "
-        f"{'shrink':>6} {'train':>7} {'eval':>7}  grey-level diff train mean/max, eval mean/max")
+  print(
+    f"per core (one thread), {count} PNG originals per size, to {size}² (eval: resize {data.resize_size}, crop "
+    f"{size}); images/s"
+  )
+  print(
+    f"{'MP':>4} {'shape':>11} | {'train':>7} {'+decode':>7} | {'eval':>7} {'+decode':>7} | shrunk to {max_side}: "
+    f"{'shrink':>6} {'train':>7} {'eval':>7}  grey-level diff train mean/max, eval mean/max"
+  )
   for r in rows:
-    print(f"{r['megapixels']:4.0f} {r['shape'][0]:>5}×{r['shape'][1]:<5} | {r['train']:7.1f} "
-          f"{r['train_decode']:7.1f} | {r['eval']:7.1f} {r['eval_decode']:7.1f} |             "
-          f"{r['shrink']:6.1f} {r['train_shrunk']:7.1f} {r['eval_shrunk']:7.1f}  "
-          f"{r['train_diff_mean']:.2f}/{r['train_diff_max']}, {r['eval_diff_mean']:.2f}/{r['eval_diff_max']}")
+    print(
+      f"{r['megapixels']:4.0f} {r['shape'][0]:>5}×{r['shape'][1]:<5} | {r['train']:7.1f} "
+      f"{r['train_decode']:7.1f} | {r['eval']:7.1f} {r['eval_decode']:7.1f} |             "
+      f"{r['shrink']:6.1f} {r['train_shrunk']:7.1f} {r['eval_shrunk']:7.1f}  "
+      f"{r['train_diff_mean']:.2f}/{r['train_diff_max']}, {r['eval_diff_mean']:.2f}/{r['eval_diff_max']}"
+    )
   return rows
 
 

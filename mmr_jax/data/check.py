@@ -51,8 +51,7 @@ class SplitReport:
 def _inspect(example: layouts.Example) -> tuple[str | None, bool, bool]:
   """(problem or None, whether an anomalous image's mask is all zero, whether it has more than 8 bits)."""
   _, mask, _, problem = decoding.decode_example(example)
-  high_bit_depth = problem is None and example.image_file is not None and images.has_high_bit_depth(
-      example.image_file)
+  high_bit_depth = problem is None and example.image_file is not None and images.has_high_bit_depth(example.image_file)
   return problem, mask is not None and not mask.any(), high_bit_depth
 
 
@@ -91,37 +90,55 @@ def compare_published(files: layouts.FileList, published: layouts.PublishedFiles
     return [f"the files match the published code's ({published.pattern})"]
   folders, skipped = set(published.folders), set(files.skipped)
   other_extension = [n for n in extra if posixpath.dirname(n) in folders]
-  nested = [n for n in extra if n not in other_extension
-            and any(posixpath.dirname(n).startswith(folder + "/") for folder in folders)]
+  nested = [
+    n
+    for n in extra
+    if n not in other_extension and any(posixpath.dirname(n).startswith(folder + "/") for folder in folders)
+  ]
   outside = [n for n in extra if n not in other_extension and n not in nested]
   # Resource forks first, so that the example shown is one.
-  hidden = sorted((n for n in missing if posixpath.basename(n).startswith(".")),
-                  key=lambda n: not posixpath.basename(n).startswith("._"))
+  hidden = sorted(
+    (n for n in missing if posixpath.basename(n).startswith(".")),
+    key=lambda n: not posixpath.basename(n).startswith("._"),
+  )
   non_image = [n for n in missing if n not in hidden and n in skipped]
   unread = [n for n in missing if n not in hidden and n not in skipped]
   lines = []
   if nested:
     lines.append(_note(nested, "are in nested folders the published code does not read"))
   if other_extension:
-    lines.append(_note(other_extension, f"have extensions other than {published.extension} that the published code "
-                                        f"does not read"))
+    lines.append(
+      _note(other_extension, f"have extensions other than {published.extension} that the published code does not read")
+    )
   if outside:
     lines.append(_note(outside, "are outside the folders the published code reads"))
   if unread:
     lines.append(_note(unread, "in hidden folders are read by the published code but not here"))
   if hidden:
     forks = ", macOS `._*` resource forks among them" if posixpath.basename(hidden[0]).startswith("._") else ""
-    lines.append(_note(hidden, f"are hidden and not images{forks}: skipped here, but the published code lists them "
-                               f"too and its loader would fail on them"))
+    lines.append(
+      _note(
+        hidden,
+        f"are hidden and not images{forks}: skipped here, but the published code lists them "
+        f"too and its loader would fail on them",
+      )
+    )
   if non_image:
-    lines.append(_note(non_image, "have no image extension: skipped here, but the published code lists them too "
-                                  "and would try to decode them"))
+    lines.append(
+      _note(
+        non_image,
+        "have no image extension: skipped here, but the published code lists them too and would try to decode them",
+      )
+    )
   if nested or other_extension or outside or unread:
-    lines.append(f"note: so the images differ from the published code's ({published.pattern}) and results are "
-                 f"not comparable file for file with the paper's; move the files named aside for a comparable run")
+    lines.append(
+      f"note: so the images differ from the published code's ({published.pattern}) and results are "
+      f"not comparable file for file with the paper's; move the files named aside for a comparable run"
+    )
   else:
-    lines.append(f"the images match the published code's ({published.pattern}); it would also open the other "
-                 f"files named")
+    lines.append(
+      f"the images match the published code's ({published.pattern}); it would also open the other files named"
+    )
   return lines
 
 
@@ -169,20 +186,26 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
     for line in report.published:
       emit(f"  {line}")
     if report.high_bit_depth:
-      emit(f"  note: {len(report.high_bit_depth)} images have more than 8 bits per pixel (e.g. "
-           f"{report.high_bit_depth[0]}): scaled to 8 bits here (value / 257); the published loader's PIL "
-           f"convert('RGB') clips them at 255, which makes them almost white")
+      emit(
+        f"  note: {len(report.high_bit_depth)} images have more than 8 bits per pixel (e.g. "
+        f"{report.high_bit_depth[0]}): scaled to 8 bits here (value / 257); the published loader's PIL "
+        f"convert('RGB') clips them at 255, which makes them almost white"
+      )
     if report.empty_masks:
-      emit(f"  note: {len(report.empty_masks)} anomalous images have an all-zero mask and will count as normal "
-           f"(e.g. {report.empty_masks[0]})")
+      emit(
+        f"  note: {len(report.empty_masks)} anomalous images have an all-zero mask and will count as normal "
+        f"(e.g. {report.empty_masks[0]})"
+      )
     for problem in report.problems:
       emit(f"  PROBLEM: {problem}")
     # Bad files only break a run that does not skip them; a split with nothing usable breaks any run.
     if report.usable == 0 or (report.problems and not data.skip_bad_files):
       usable = False
     if pair[0] == "train" and data.drop_last and 0 < report.usable < config.batch_size:
-      report.problems.append(f"{report.usable} usable training images are fewer than one batch "
-                             f"(batch_size={config.batch_size}, data.drop_last=True)")
+      report.problems.append(
+        f"{report.usable} usable training images are fewer than one batch "
+        f"(batch_size={config.batch_size}, data.drop_last=True)"
+      )
       emit(f"  PROBLEM: {report.problems[-1]}")
       usable = False
 
@@ -192,8 +215,10 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
   elif usable:
     emit("USABLE: no problems found")
   else:
-    emit(f"NOT USABLE: {problems} problems above. Fix or remove the files named, or pass "
-         f"--config.data.skip_bad_files=True to leave bad files out. {layouts.LAYOUT_HELP.get(data.name, '')}")
+    emit(
+      f"NOT USABLE: {problems} problems above. Fix or remove the files named, or pass "
+      f"--config.data.skip_bad_files=True to leave bad files out. {layouts.LAYOUT_HELP.get(data.name, '')}"
+    )
   return usable
 
 

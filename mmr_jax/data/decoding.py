@@ -24,6 +24,7 @@ _MAX_LISTED_PROBLEMS = 20
 @dataclasses.dataclass
 class DecodedSplit:
   """A split whose files all decode. `pixels[i]` is (image, mask, mask_nearest) when kept, else None."""
+
   files: FileList
   examples: list[Example]
   shapes: np.ndarray  # (N, 2) int64: height, width of each original image.
@@ -44,8 +45,9 @@ class DecodedSplit:
     return image, mask, nearest
 
 
-def decode_example(example: Example, max_side: int = 0) -> tuple[np.ndarray | None, np.ndarray | None, bool,
-                                                                    str | None]:
+def decode_example(
+  example: Example, max_side: int = 0
+) -> tuple[np.ndarray | None, np.ndarray | None, bool, str | None]:
   """(image, mask, mask_nearest, problem): problem is a message naming the path, or None. With `max_side`, the
   image and mask are shrunk to it (images.limit_size) once they have been checked."""
   image, mask, nearest, problem = _decode_checked(example)
@@ -68,8 +70,15 @@ def _decode_checked(example: Example) -> tuple[np.ndarray | None, np.ndarray | N
   except Exception as error:  # As above.
     return image, None, False, images.describe_failure(example.mask_file, error)
   if mask.shape != image.shape[:2]:
-    return image, None, False, (f"{example.mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                                f"{example.image_file} is {image.shape[1]}x{image.shape[0]}; they must match")
+    return (
+      image,
+      None,
+      False,
+      (
+        f"{example.mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+        f"{example.image_file} is {image.shape[1]}x{image.shape[0]}; they must match"
+      ),
+    )
   return image, mask, nearest, None
 
 
@@ -96,9 +105,11 @@ def decode_all(examples: Sequence[Example], keep_pixels: bool, workers: int | No
 def problems_message(files: FileList, problems: Sequence[str], total: int) -> str:
   listed = "\n  ".join(problems[:_MAX_LISTED_PROBLEMS])
   more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
-  return (f"{len(problems)} of {total} files of {files.dataset} {files.title} cannot be used:\n  {listed}{more}\n"
-          f"Fix or remove them (`python -m mmr_jax.data.check --config=... --config.data.root=...` lists every "
-          f"problem), or pass --config.data.skip_bad_files=True to leave them out of the run.")
+  return (
+    f"{len(problems)} of {total} files of {files.dataset} {files.title} cannot be used:\n  {listed}{more}\n"
+    f"Fix or remove them (`python -m mmr_jax.data.check --config=... --config.data.root=...` lists every "
+    f"problem), or pass --config.data.skip_bad_files=True to leave them out of the run."
+  )
 
 
 def empty_message(files: FileList) -> str:
@@ -111,24 +122,33 @@ def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool, max_side:
   if not files.examples:
     raise DatasetError(empty_message(files), layouts.LAYOUT_HELP[files.dataset])
   if files.skipped:
-    logging.info("%s %s: skipped %d non-image files (e.g. %s)", files.dataset, files.title, len(files.skipped),
-                 files.skipped[0])
+    logging.info(
+      "%s %s: skipped %d non-image files (e.g. %s)", files.dataset, files.title, len(files.skipped), files.skipped[0]
+    )
   shapes, pixels, problems = decode_all(files.examples, keep_pixels, max_side=max_side)
   bad = [i for i, problem in enumerate(problems) if problem]
   messages = [problems[i] for i in bad]
   if bad and not skip_bad_files:
     raise DatasetError(problems_message(files, messages, len(files.examples)))
   if bad:
-    logging.warning("%s %s: leaving out %d unusable files (data.skip_bad_files), e.g. %s", files.dataset,
-                    files.title, len(bad), messages[0])
+    logging.warning(
+      "%s %s: leaving out %d unusable files (data.skip_bad_files), e.g. %s",
+      files.dataset,
+      files.title,
+      len(bad),
+      messages[0],
+    )
   keep = [i for i, problem in enumerate(problems) if not problem]
   if not keep:
-    raise DatasetError(f"{files.location}: none of the {len(problems)} images of the {files.title} split decodes.",
-                       layouts.LAYOUT_HELP[files.dataset])
+    raise DatasetError(
+      f"{files.location}: none of the {len(problems)} images of the {files.title} split decodes.",
+      layouts.LAYOUT_HELP[files.dataset],
+    )
   return DecodedSplit(
-      files=files,
-      examples=[files.examples[i] for i in keep],
-      shapes=shapes[keep],
-      pixels=[pixels[i] for i in keep] if keep_pixels else None,
-      dropped=messages,
-      max_side=max_side)
+    files=files,
+    examples=[files.examples[i] for i in keep],
+    shapes=shapes[keep],
+    pixels=[pixels[i] for i in keep] if keep_pixels else None,
+    dropped=messages,
+    max_side=max_side,
+  )

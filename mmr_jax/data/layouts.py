@@ -31,33 +31,52 @@ import ml_collections
 from mmr_jax import errors
 
 DATASET_NAMES = ("aebad_s", "aebad_v", "mvtec", "folder")
-MVTEC_CLASSES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
-                 "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
+MVTEC_CLASSES = (
+  "bottle",
+  "cable",
+  "capsule",
+  "carpet",
+  "grid",
+  "hazelnut",
+  "leather",
+  "metal_nut",
+  "pill",
+  "screw",
+  "tile",
+  "toothbrush",
+  "transistor",
+  "wood",
+  "zipper",
+)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 
 # Where each dataset comes from and what it must look like; every error message about a layout ends with it.
 LAYOUT_HELP = {
-    "aebad_s": (
-        "AeBAD-S is a manual download linked from the MMR GitHub page (github.com/zhangzilongc/MMR). Extract it "
-        "so that DATA_ROOT/AeBAD_S/train/good/<subfolder>/*.png, DATA_ROOT/AeBAD_S/test/<type>/<domain>/*.png and "
-        "DATA_ROOT/AeBAD_S/ground_truth/<type>/<domain>/*.png exist, and pass --config.data.root=DATA_ROOT "
-        "(see data/README.md). For the generated stand-in, use configs/synthetic.py."),
-    "aebad_v": (
-        "AeBAD-V is a manual download linked from the MMR GitHub page (github.com/zhangzilongc/MMR). Extract it "
-        "so that DATA_ROOT/AeBAD_V/train/good/<sequence>/*.jpg and DATA_ROOT/AeBAD_V/test/<video>/<good|...>/*.jpg "
-        "exist, and pass --config.data.root=DATA_ROOT (see data/README.md). `python -m mmr_jax.data.synthetic "
-        "--out DIR` writes a generated stand-in under DIR/AeBAD_V."),
-    "mvtec": (
-        "MVTec AD is a manual download from www.mvtec.com/company/research/datasets/mvtec-ad. Extract it so that "
-        "DATA_ROOT/<class>/train/good/*.png, DATA_ROOT/<class>/test/<type>/*.png and "
-        "DATA_ROOT/<class>/ground_truth/<type>/<name>_mask.png exist, and pass --config.data.root=DATA_ROOT "
-        "(see data/README.md)."),
-    "folder": (
-        "The folder layout for your own product: DATA_ROOT/train/good/* (normal images only), "
-        "DATA_ROOT/test/good/* and DATA_ROOT/test/<defect type>/*, and optionally masks "
-        "DATA_ROOT/ground_truth/<defect type>/<image name without extension>_mask.png "
-        "(see data/README.md)."),
+  "aebad_s": (
+    "AeBAD-S is a manual download linked from the MMR GitHub page (github.com/zhangzilongc/MMR). Extract it "
+    "so that DATA_ROOT/AeBAD_S/train/good/<subfolder>/*.png, DATA_ROOT/AeBAD_S/test/<type>/<domain>/*.png and "
+    "DATA_ROOT/AeBAD_S/ground_truth/<type>/<domain>/*.png exist, and pass --config.data.root=DATA_ROOT "
+    "(see data/README.md). For the generated stand-in, use configs/synthetic.py."
+  ),
+  "aebad_v": (
+    "AeBAD-V is a manual download linked from the MMR GitHub page (github.com/zhangzilongc/MMR). Extract it "
+    "so that DATA_ROOT/AeBAD_V/train/good/<sequence>/*.jpg and DATA_ROOT/AeBAD_V/test/<video>/<good|...>/*.jpg "
+    "exist, and pass --config.data.root=DATA_ROOT (see data/README.md). `python -m mmr_jax.data.synthetic "
+    "--out DIR` writes a generated stand-in under DIR/AeBAD_V."
+  ),
+  "mvtec": (
+    "MVTec AD is a manual download from www.mvtec.com/company/research/datasets/mvtec-ad. Extract it so that "
+    "DATA_ROOT/<class>/train/good/*.png, DATA_ROOT/<class>/test/<type>/*.png and "
+    "DATA_ROOT/<class>/ground_truth/<type>/<name>_mask.png exist, and pass --config.data.root=DATA_ROOT "
+    "(see data/README.md)."
+  ),
+  "folder": (
+    "The folder layout for your own product: DATA_ROOT/train/good/* (normal images only), "
+    "DATA_ROOT/test/good/* and DATA_ROOT/test/<defect type>/*, and optionally masks "
+    "DATA_ROOT/ground_truth/<defect type>/<image name without extension>_mask.png "
+    "(see data/README.md)."
+  ),
 }
 
 
@@ -78,6 +97,7 @@ class DatasetError(errors.UserError):
 @dataclasses.dataclass(frozen=True)
 class Example:
   """One image of a split. The pixels come from `image_bytes` when set (TFDS), else from `image_file`."""
+
   name: str  # Relative to config.data.root, '/'-separated; what reports and eval batches show.
   label: int  # 0 normal, 1 anomalous (by folder; an empty mask after cropping makes it normal later).
   defect_type: str  # The <type> folder; "good" for normal images.
@@ -94,6 +114,7 @@ class Example:
 @dataclasses.dataclass
 class FileList:
   """The files of one split, plus the non-image files found beside them (skipped, relative names)."""
+
   dataset: str
   split: str  # "train" or "test"
   subset: str  # Test subset (domain, video, class); for train, the class (mvtec) or "".
@@ -138,16 +159,16 @@ def _subfolders(folder: pathlib.Path) -> list[pathlib.Path]:
   return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
 
 
-def _train_good(dataset: str, good: pathlib.Path, root: pathlib.Path, subset: str,
-                recursive: bool) -> FileList:
+def _train_good(dataset: str, good: pathlib.Path, root: pathlib.Path, subset: str, recursive: bool) -> FileList:
   _require_folder(good, dataset, "the normal training images")
   images, skipped = _scan(good, root, recursive)
   examples = [Example(_relative(p, root), 0, GOOD, str(p)) for p in images]
   return FileList(dataset, "train", subset, examples, str(good), skipped)
 
 
-def _test_types(dataset: str, test: pathlib.Path, root: pathlib.Path, subset: str, mask_for,
-                within: str = "") -> FileList:
+def _test_types(
+  dataset: str, test: pathlib.Path, root: pathlib.Path, subset: str, mask_for, within: str = ""
+) -> FileList:
   """`test/<type>/<within>/*` for every <type> folder; mask_for(type, image) -> mask path (anomalous only)."""
   examples, skipped = [], []
   for type_folder in _subfolders(test):
@@ -161,8 +182,9 @@ def _test_types(dataset: str, test: pathlib.Path, root: pathlib.Path, subset: st
       label = int(defect_type != GOOD)
       # Whether the mask exists is checked with the decoding (sources.py), which names what is missing.
       mask = mask_for(defect_type, image) if label else None
-      examples.append(Example(_relative(image, root), label, defect_type, str(image),
-                              None if mask is None else str(mask)))
+      examples.append(
+        Example(_relative(image, root), label, defect_type, str(image), None if mask is None else str(mask))
+      )
   location = f"{test}/<type>/{within}" if within else f"{test}/<type>"
   return FileList(dataset, "test", subset, examples, location, skipped)
 
@@ -178,12 +200,20 @@ def aebad_s_test(root: str | os.PathLike, domain: str) -> FileList:
   base = root / "AeBAD_S"
   test = base / "test"
   _require_folder(test, "aebad_s", "the test images")
-  files = _test_types("aebad_s", test, root, domain, within=domain,
-                      mask_for=lambda defect_type, image: base / "ground_truth" / defect_type / domain / image.name)
+  files = _test_types(
+    "aebad_s",
+    test,
+    root,
+    domain,
+    within=domain,
+    mask_for=lambda defect_type, image: base / "ground_truth" / defect_type / domain / image.name,
+  )
   if not files.examples:
     types = [p.name for p in _subfolders(test)]
-    raise DatasetError(f"{test}/<type>/{domain}: no test images for the domain {domain!r} (types found: "
-                       f"{', '.join(types) or 'none'}).", LAYOUT_HELP["aebad_s"])
+    raise DatasetError(
+      f"{test}/<type>/{domain}: no test images for the domain {domain!r} (types found: {', '.join(types) or 'none'}).",
+      LAYOUT_HELP["aebad_s"],
+    )
   return files
 
 
@@ -210,8 +240,13 @@ def mvtec_test(root: str | os.PathLike, class_name: str) -> FileList:
   folder = root / class_name / "test"
   _require_folder(folder, "mvtec", f"the test images of the class {class_name!r}")
   truth = root / class_name / "ground_truth"
-  return _test_types("mvtec", folder, root, class_name,
-                     mask_for=lambda defect_type, image: truth / defect_type / f"{image.stem}_mask.png")
+  return _test_types(
+    "mvtec",
+    folder,
+    root,
+    class_name,
+    mask_for=lambda defect_type, image: truth / defect_type / f"{image.stem}_mask.png",
+  )
 
 
 def folder_train(root: str | os.PathLike) -> FileList:
@@ -226,9 +261,13 @@ def folder_test(root: str | os.PathLike) -> FileList:
   _require_folder(root / "test", "folder", "the test images")
   truth = root / "ground_truth"
   with_masks = folder_has_masks(root)
-  return _test_types("folder", root / "test", root, folder_subset(root),
-                     mask_for=lambda defect_type, image: truth / defect_type / f"{image.stem}_mask.png"
-                     if with_masks else None)
+  return _test_types(
+    "folder",
+    root / "test",
+    root,
+    folder_subset(root),
+    mask_for=lambda defect_type, image: truth / defect_type / f"{image.stem}_mask.png" if with_masks else None,
+  )
 
 
 def folder_has_masks(root: str | os.PathLike) -> bool:
@@ -243,6 +282,7 @@ def folder_subset(root: str | os.PathLike) -> str:
 @dataclasses.dataclass
 class PublishedFiles:
   """The files the published readers (datasets/{aebad_S,aebad_V,mvtec}.py) enumerate for one split."""
+
   pattern: str  # What they read, for messages: AeBAD_S/train/good/<subfolder>/*.png.
   names: list[str]  # Relative to config.data.root, as Example.name.
   folders: list[str]  # The folders whose files they list (relative).
@@ -329,8 +369,10 @@ def train_subset(config: ml_collections.ConfigDict, subset: str | None = None) -
     return subset
   if len(config.data.subsets) == 1:
     return config.data.subsets[0]
-  raise DatasetError("MVTec AD trains one model per class: name the class with subset=..., "
-                     "--config.data.subsets=CLASS or configs/mvtec.py:CLASS.")
+  raise DatasetError(
+    "MVTec AD trains one model per class: name the class with subset=..., "
+    "--config.data.subsets=CLASS or configs/mvtec.py:CLASS."
+  )
 
 
 def list_train(config: ml_collections.ConfigDict, subset: str | None = None) -> FileList:

@@ -62,8 +62,9 @@ def epoch_order(num_examples: int, seed: int, epoch: int, shuffle_buffer: int = 
   return np.concatenate([np.array(order + buffer)] + [rng.permutation(num_examples) for _ in range(passes - 1)])
 
 
-def crop_boxes(shapes: np.ndarray, rng: np.random.Generator, scale: tuple[float, float],
-               ratio: tuple[float, float]) -> np.ndarray:
+def crop_boxes(
+  shapes: np.ndarray, rng: np.random.Generator, scale: tuple[float, float], ratio: tuple[float, float]
+) -> np.ndarray:
   """torchvision's RandomResizedCrop boxes for images of `shapes` (N, 2): (N, 4) int top, left, height, width.
 
   Per image: up to 10 draws of an area fraction in `scale` and a log-uniform aspect ratio in `ratio`; the first
@@ -99,8 +100,9 @@ def crop_boxes(shapes: np.ndarray, rng: np.random.Generator, scale: tuple[float,
 
 def epoch_plan(shapes: np.ndarray, seed: int, epoch: int, data: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   """Everything random about one epoch, per position: example index, crop box and flip."""
-  order = epoch_order(len(shapes), seed, epoch, data.shuffle_buffer,
-                      passes_per_epoch(len(shapes), data.min_epoch_images))
+  order = epoch_order(
+    len(shapes), seed, epoch, data.shuffle_buffer, passes_per_epoch(len(shapes), data.min_epoch_images)
+  )
   boxes = crop_boxes(shapes[order], _rng(seed, epoch, _CROP_STREAM), tuple(data.crop_scale), tuple(data.crop_ratio))
   flips = _rng(seed, epoch, _FLIP_STREAM).random(len(order)) < data.hflip_prob
   return dict(index=order, top=boxes[:, 0], left=boxes[:, 1], height=boxes[:, 2], width=boxes[:, 3], flip=flips)
@@ -124,14 +126,17 @@ def steps_per_epoch(config: ml_collections.ConfigDict, subset: str | None = None
   else:
     steps = -(-epoch_images // config.batch_size)
   if steps == 0:
-    raise DatasetError(f"the training set has {num_examples} images, fewer than one batch "
-                       f"(batch_size={config.batch_size}, data.drop_last=True); lower --config.batch_size, add "
-                       f"images or keep the last batch")
+    raise DatasetError(
+      f"the training set has {num_examples} images, fewer than one batch "
+      f"(batch_size={config.batch_size}, data.drop_last=True); lower --config.batch_size, add "
+      f"images or keep the last batch"
+    )
   return steps
 
 
-def _parallel_map(columns: tuple[np.ndarray, ...], function, output_types, output_shapes, batch: int,
-                  drop_remainder: bool) -> tf.data.Dataset:
+def _parallel_map(
+  columns: tuple[np.ndarray, ...], function, output_types, output_shapes, batch: int, drop_remainder: bool
+) -> tf.data.Dataset:
   """tf.data over rows of `columns`: function(*row) in parallel threads (in order), batched, prefetched.
 
   The per-row work is numpy and PIL, which release the GIL while resampling, so the threads overlap.
@@ -149,8 +154,15 @@ def _parallel_map(columns: tuple[np.ndarray, ...], function, output_types, outpu
   return dataset.batch(batch, drop_remainder=drop_remainder).prefetch(_PREFETCH_BATCHES)
 
 
-def train_batches(config: ml_collections.ConfigDict, epoch: int, seed: int, process_index: int = 0,
-                  process_count: int = 1, *, subset: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  config: ml_collections.ConfigDict,
+  epoch: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  *,
+  subset: str | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
   """One epoch of this host's training batches: {"image": float32 (B_local, S, S, 3), ImageNet-normalised,
   "weight": float32 (B_local,)}. Every batch has the full shape, so the step compiles once: the rows past the
   epoch's last image (in its last batch, unless data.drop_last) are zero images with weight 0.
@@ -163,8 +175,10 @@ def train_batches(config: ml_collections.ConfigDict, epoch: int, seed: int, proc
   plan = epoch_plan(split.shapes, seed, epoch, config.data)
   positions = (np.arange(steps)[:, None] * config.batch_size + process_index * local + np.arange(local)).ravel()
   real = positions < len(plan["index"])
-  columns = tuple(np.where(real, plan[key][np.minimum(positions, len(plan["index"]) - 1)], -1)
-                  for key in ("index", "top", "left", "height", "width", "flip"))
+  columns = tuple(
+    np.where(real, plan[key][np.minimum(positions, len(plan["index"]) - 1)], -1)
+    for key in ("index", "top", "left", "height", "width", "flip")
+  )
   size = config.data.image_size
 
   def prepare(index, top, left, height, width, flip):
@@ -195,11 +209,16 @@ def _eval_chunks(config: ml_collections.ConfigDict, split: decoding.DecodedSplit
 
   def prepare(index):
     image, mask, nearest = split.load(int(index))
-    return preprocess.eval_transform(image, mask, nearest, data.resize_size, size,
-                                     bool(data.strict_mask_binarization))
+    return preprocess.eval_transform(image, mask, nearest, data.resize_size, size, bool(data.strict_mask_binarization))
 
-  dataset = _parallel_map((np.arange(len(split)),), prepare, (tf.uint8, tf.uint8), ([size, size, 3], [size, size]),
-                          batch, drop_remainder=False)
+  dataset = _parallel_map(
+    (np.arange(len(split)),),
+    prepare,
+    (tf.uint8, tf.uint8),
+    ([size, size, 3], [size, size]),
+    batch,
+    drop_remainder=False,
+  )
   folder_labels = np.array([example.label for example in split.examples], np.int32)
   names = np.array([example.name for example in split.examples], dtype=object)
   kinds = np.array([example.defect_type for example in split.examples], dtype=object)
@@ -220,22 +239,30 @@ _EVAL_SETS: dict[tuple, _EvalChunk] = {}
 def _cached_eval_set(config: ml_collections.ConfigDict, subset: str) -> _EvalChunk:
   data = config.data
   key = sources.split_key(config, "test", subset) + (
-      data.image_size, data.resize_size, bool(data.strict_mask_binarization))
+    data.image_size,
+    data.resize_size,
+    bool(data.strict_mask_binarization),
+  )
   if key not in _EVAL_SETS:
     split = sources.test_set(config, subset, keep_pixels=True)
     chunks = list(_eval_chunks(config, split, config.eval_batch_size))
-    whole = _EvalChunk(*(np.concatenate([getattr(c, f.name) for c in chunks])
-                         for f in dataclasses.fields(_EvalChunk)))
+    whole = _EvalChunk(*(np.concatenate([getattr(c, f.name) for c in chunks]) for f in dataclasses.fields(_EvalChunk)))
     emptied = int(sum(e.label for e in split.examples) - whole.label.sum())
     if emptied:
-      logging.warning("%s %s: %d anomalous images have no mask pixel left after the centre crop; they count as "
-                      "normal, as in the published evaluation", data.name, subset, emptied)
+      logging.warning(
+        "%s %s: %d anomalous images have no mask pixel left after the centre crop; they count as "
+        "normal, as in the published evaluation",
+        data.name,
+        subset,
+        emptied,
+      )
     _EVAL_SETS[key] = whole
   return _EVAL_SETS[key]
 
 
-def eval_batches(config: ml_collections.ConfigDict, subset: str, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  config: ml_collections.ConfigDict, subset: str, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """The test images of one subset in batches padded to config.eval_batch_size (so the model compiles once).
 
   Yields {"image": float32 (b, S, S, 3), "mask": uint8 (b, S, S) in {0, 1}, "label": int32 (b,),
@@ -247,8 +274,10 @@ def eval_batches(config: ml_collections.ConfigDict, subset: str, *, process_inde
   local = _local_batch(batch, process_index, process_count, "eval_batch_size")
   if config.data.cache:
     whole = _cached_eval_set(config, subset)
-    chunks = (_EvalChunk(*(getattr(whole, f.name)[start:start + batch] for f in dataclasses.fields(_EvalChunk)))
-              for start in range(0, len(whole.label), batch))
+    chunks = (
+      _EvalChunk(*(getattr(whole, f.name)[start : start + batch] for f in dataclasses.fields(_EvalChunk)))
+      for start in range(0, len(whole.label), batch)
+    )
   else:
     chunks = _eval_chunks(config, sources.test_set(config, subset, keep_pixels=False), batch)
   rows = slice(process_index * local, (process_index + 1) * local)
@@ -265,17 +294,18 @@ def _pad(chunk: _EvalChunk, batch: int, rows: slice) -> dict[str, np.ndarray]:
     return values[rows]
 
   return {
-      "image": preprocess.normalize(padded(chunk.image, 0)),
-      "mask": padded(chunk.mask, 0),
-      "label": padded(chunk.label, 0),
-      "valid": padded(np.ones(n, bool), False),
-      "name": padded(chunk.name, ""),
-      "kind": padded(chunk.kind, ""),
+    "image": preprocess.normalize(padded(chunk.image, 0)),
+    "mask": padded(chunk.mask, 0),
+    "label": padded(chunk.label, 0),
+    "valid": padded(np.ones(n, bool), False),
+    "name": padded(chunk.name, ""),
+    "kind": padded(chunk.kind, ""),
   }
 
 
-def calibration_batches(config: ml_collections.ConfigDict, subset: str | None = None
-                        ) -> Iterator[dict[str, np.ndarray]]:
+def calibration_batches(
+  config: ml_collections.ConfigDict, subset: str | None = None
+) -> Iterator[dict[str, np.ndarray]]:
   """The held-out normal training images (sources.calibration_set) as evaluation batches: the test transform,
   padded to config.eval_batch_size, the same keys as `eval_batches` (masks all zero, labels 0). Empty when
   data.calibration_fraction is 0."""

@@ -48,7 +48,7 @@ def centre_crop(array: np.ndarray, size: int) -> np.ndarray:
     before, after = centre_padding(side, size)
     return np.pad(array, [(before, after), (before, after)] + [(0, 0)] * (array.ndim - 2))
   start = centre_offset(side, size)
-  return array[start:start + size, start:start + size]
+  return array[start : start + size, start : start + size]
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def train_transform(image: np.ndarray, box: tuple[int, int, int, int], flip: boo
   Returns float32 (S, S, 3).
   """
   top, left, height, width = box
-  crop = Image.fromarray(image[top:top + height, left:left + width])
+  crop = Image.fromarray(image[top : top + height, left : left + width])
   resized = np.asarray(crop.resize((image_size, image_size), Image.Resampling.BICUBIC))
   if flip:
     resized = resized[:, ::-1]
@@ -88,8 +88,9 @@ def binarize_mask(mask: np.ndarray, strict: bool) -> np.ndarray:
   return binary.astype(np.uint8)
 
 
-def eval_transform(image: np.ndarray, mask: np.ndarray | None, mask_nearest: bool, resize_size: int,
-                   image_size: int, strict_masks: bool) -> tuple[np.ndarray, np.ndarray]:
+def eval_transform(
+  image: np.ndarray, mask: np.ndarray | None, mask_nearest: bool, resize_size: int, image_size: int, strict_masks: bool
+) -> tuple[np.ndarray, np.ndarray]:
   """Resize to resize_size² (bilinear, aspect not kept), centre-crop image_size; the mask likewise, binarised.
 
   With resize_size < image_size the crop pads a zero border instead (`centre_crop`): black in the image, normal

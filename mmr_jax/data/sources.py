@@ -24,6 +24,7 @@ def list_split(config: ml_collections.ConfigDict, split: str, subset: str | None
   """The FileList of a split: from the folders, or from the prepared TFDS dataset when config.data.use_tfds."""
   if config.data.use_tfds:
     from mmr_jax.data import tfds_builders  # imports TF and TFDS
+
     return tfds_builders.file_list(config, split, subset)
   if split == "train":
     return layouts.list_train(config, subset)
@@ -32,9 +33,16 @@ def list_split(config: ml_collections.ConfigDict, split: str, subset: str | None
 
 def split_key(config: ml_collections.ConfigDict, split: str, subset: str | None) -> tuple:
   data = config.data
-  return (data.name, os.path.abspath(os.path.expanduser(data.root)), split, subset or "",
-          bool(data.skip_bad_files), bool(data.use_tfds), data.tfds_data_dir,
-          int(data.max_image_side))
+  return (
+    data.name,
+    os.path.abspath(os.path.expanduser(data.root)),
+    split,
+    subset or "",
+    bool(data.skip_bad_files),
+    bool(data.use_tfds),
+    data.tfds_data_dir,
+    int(data.max_image_side),
+  )
 
 
 _TRAIN_SETS: dict[tuple, tuple[DecodedSplit, DecodedSplit | None]] = {}
@@ -56,24 +64,33 @@ def held_out_order(examples: Sequence[Example]) -> list[int]:
 
 def _subsplit(split: DecodedSplit, indices: Sequence[int]) -> DecodedSplit:
   indices = sorted(indices)
-  return DecodedSplit(files=split.files, examples=[split.examples[i] for i in indices], shapes=split.shapes[indices],
-                      pixels=None if split.pixels is None else [split.pixels[i] for i in indices],
-                      dropped=split.dropped, max_side=split.max_side)
+  return DecodedSplit(
+    files=split.files,
+    examples=[split.examples[i] for i in indices],
+    shapes=split.shapes[indices],
+    pixels=None if split.pixels is None else [split.pixels[i] for i in indices],
+    dropped=split.dropped,
+    max_side=split.max_side,
+  )
 
 
-def _train_and_calibration(config: ml_collections.ConfigDict, subset: str | None
-                           ) -> tuple[DecodedSplit, DecodedSplit | None]:
+def _train_and_calibration(
+  config: ml_collections.ConfigDict, subset: str | None
+) -> tuple[DecodedSplit, DecodedSplit | None]:
   subset = layouts.train_subset(config, subset)
   fraction = float(config.data.calibration_fraction)
   key = split_key(config, "train", subset) + (bool(config.data.cache), fraction)
   if key not in _TRAIN_SETS:
     files = list_split(config, "train", subset)
-    whole = validate(files, config.data.skip_bad_files, keep_pixels=bool(config.data.cache),
-                     max_side=config.data.max_image_side)
+    whole = validate(
+      files, config.data.skip_bad_files, keep_pixels=bool(config.data.cache), max_side=config.data.max_image_side
+    )
     if fraction > 0 and len(whole) < 2:
-      raise DatasetError(f"{files.location}: data.calibration_fraction={fraction} needs at least 2 training "
-                         f"images, there is {len(whole)}; add images or pass --config.data.calibration_fraction=0")
-    held = held_out_order(whole.examples)[:calibration_count(len(whole), fraction)]
+      raise DatasetError(
+        f"{files.location}: data.calibration_fraction={fraction} needs at least 2 training "
+        f"images, there is {len(whole)}; add images or pass --config.data.calibration_fraction=0"
+      )
+    held = held_out_order(whole.examples)[: calibration_count(len(whole), fraction)]
     kept = sorted(set(range(len(whole))) - set(held))
     _TRAIN_SETS[key] = (_subsplit(whole, kept), _subsplit(whole, held)) if held else (whole, None)
   return _TRAIN_SETS[key]
@@ -101,12 +118,20 @@ def test_set(config: ml_collections.ConfigDict, subset: str, keep_pixels: bool) 
   preprocessed images instead of the originals.
   """
   if keep_pixels:
-    return validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=True,
-                    max_side=config.data.max_image_side)
+    return validate(
+      list_split(config, "test", subset),
+      config.data.skip_bad_files,
+      keep_pixels=True,
+      max_side=config.data.max_image_side,
+    )
   key = split_key(config, "test", subset)
   if key not in _TEST_SETS:
-    _TEST_SETS[key] = validate(list_split(config, "test", subset), config.data.skip_bad_files, keep_pixels=False,
-                               max_side=config.data.max_image_side)
+    _TEST_SETS[key] = validate(
+      list_split(config, "test", subset),
+      config.data.skip_bad_files,
+      keep_pixels=False,
+      max_side=config.data.max_image_side,
+    )
   return _TEST_SETS[key]
 
 

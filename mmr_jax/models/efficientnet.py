@@ -28,8 +28,15 @@ from mmr_jax.models import layers
 Dtype = Any
 
 # The B0 stages that Lite shares: (repeats, kernel, stride, expansion, input channels, output channels).
-_BASE_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+_BASE_STAGES = (
+  (1, 3, 1, 1, 32, 16),
+  (2, 3, 2, 6, 16, 24),
+  (2, 5, 2, 6, 24, 40),
+  (3, 3, 2, 6, 40, 80),
+  (3, 5, 1, 6, 80, 112),
+  (4, 5, 2, 6, 112, 192),
+  (1, 3, 1, 6, 192, 320),
+)
 # Stages whose last block gives the features at strides 4, 8, 16 (0-based).
 FEATURE_STAGES = (1, 2, 4)
 STEM_WIDTH, HEAD_WIDTH = 32, 1280
@@ -74,8 +81,9 @@ class EfficientNetLiteSpec:
       cout = _round_width(cout, self.width_multiplier)
       if index not in (0, last):
         repeats = int(math.ceil(self.depth_multiplier * repeats))
-      stages.append(tuple(Block(kernel, stride if j == 0 else 1, expansion, cin if j == 0 else cout, cout)
-                          for j in range(repeats)))
+      stages.append(
+        tuple(Block(kernel, stride if j == 0 else 1, expansion, cin if j == 0 else cout, cout) for j in range(repeats))
+      )
     return tuple(stages)
 
   def blocks(self) -> tuple[Block, ...]:
@@ -93,14 +101,15 @@ class EfficientNetLiteSpec:
 
 
 LITE = {
-    "efficientnet_lite0": EfficientNetLiteSpec(1.0, 1.0, 224),
-    "efficientnet_lite1": EfficientNetLiteSpec(1.0, 1.1, 240),
-    "efficientnet_lite2": EfficientNetLiteSpec(1.1, 1.2, 260),
+  "efficientnet_lite0": EfficientNetLiteSpec(1.0, 1.0, 224),
+  "efficientnet_lite1": EfficientNetLiteSpec(1.0, 1.1, 240),
+  "efficientnet_lite2": EfficientNetLiteSpec(1.1, 1.2, 260),
 }
 
 
 class MBConv(nn.Module):
   """Inverted bottleneck: [1×1 expand, BN, ReLU6] → k×k depthwise, BN, ReLU6 → 1×1 project, BN (+ input)."""
+
   block: Block
   dtype: Dtype = jnp.float32
 
@@ -121,6 +130,7 @@ class MBConv(nn.Module):
 
 class EfficientNetLite(nn.Module):
   """ImageNet-normalised images (B, H, W, 3) → the three feature maps (NHWC), or logits with `classifier`."""
+
   spec: EfficientNetLiteSpec
   classifier: bool = False
   dtype: Dtype = jnp.float32
@@ -136,7 +146,7 @@ class EfficientNetLite(nn.Module):
     blocks = self.spec.blocks()
     taps = self.spec.feature_block_indices()
     features = []
-    for i, block in enumerate(blocks if self.classifier else blocks[:taps[-1] + 1]):
+    for i, block in enumerate(blocks if self.classifier else blocks[: taps[-1] + 1]):
       x = MBConv(block, self.dtype, name=f"blocks_{i}")(x)
       if i in taps:
         features.append(x)

@@ -64,6 +64,7 @@ class SimFP4(_Branch):
 
 class SimpleFPN(nn.Module):
   """Outputs at ×4, ×2, ×1 of the token grid (strides 4, 8, 16 of the image) with `out_channels` widths."""
+
   out_channels: Sequence[int]
   conv3x3: str = "auto"
   dtype: Dtype = jnp.float32
@@ -71,5 +72,7 @@ class SimpleFPN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     branches = (SimFP2, SimFP3, SimFP4)
-    return tuple(branch(channels, self.conv3x3, self.dtype, name=f"simfp_{i + 2}")(x)
-                 for i, (branch, channels) in enumerate(zip(branches, self.out_channels)))
+    return tuple(
+      branch(channels, self.conv3x3, self.dtype, name=f"simfp_{i + 2}")(x)
+      for i, (branch, channels) in enumerate(zip(branches, self.out_channels))
+    )

@@ -57,6 +57,7 @@ def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
 
 class Dense(nn.Module):
   """`flax.linen.Dense` (same parameters and initialisers) computed by `matmul`, the bias added in float32."""
+
   features: int
   dtype: Dtype = jnp.float32
 
@@ -78,6 +79,7 @@ def patchify(images: jax.Array, patch: int) -> jax.Array:
 
 class PatchEmbed(nn.Module):
   """Conv(k=p, s=p) on already-patchified pixels (B, T, p·p·C) → (B, T, width): one matmul."""
+
   width: int
   patch: int
   in_channels: int = 3
@@ -85,8 +87,9 @@ class PatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, patches: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.xavier_uniform(),
-                        (self.patch, self.patch, self.in_channels, self.width))
+    kernel = self.param(
+      "kernel", nn.initializers.xavier_uniform(), (self.patch, self.patch, self.in_channels, self.width)
+    )
     bias = self.param("bias", nn.initializers.zeros, (self.width,))
     return (matmul(patches, kernel.reshape(-1, self.width), self.dtype) + bias).astype(self.dtype)
 
@@ -103,6 +106,7 @@ class Conv1x1(nn.Module):
 
 class Conv3x3(nn.Module):
   """3×3 convolution, stride 1, zero padding 1, no bias (the FPN's)."""
+
   features: int
   form: str = "auto"
   dtype: Dtype = jnp.float32
@@ -112,18 +116,24 @@ class Conv3x3(nn.Module):
     kernel = self.param("kernel", torch_default_kernel(), (3, 3, x.shape[-1], self.features))
     x = x.astype(self.dtype)
     if conv3x3_form(self.form) == "native":
-      return jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)),
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                          preferred_element_type=jnp.float32).astype(self.dtype)
+      return jax.lax.conv_general_dilated(
+        x,
+        kernel.astype(self.dtype),
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=jnp.float32,
+      ).astype(self.dtype)
     b, h, w, c = x.shape
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     # Channel order (dy, dx, c) matches kernel.reshape(9c, out).
-    columns = jnp.concatenate([padded[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=-1)
+    columns = jnp.concatenate([padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=-1)
     return matmul(columns, kernel.reshape(9 * c, self.features), self.dtype).astype(self.dtype)
 
 
 class ConvTranspose2x2(nn.Module):
   """ConvTranspose k=2, s=2 with bias: out[2i+a, 2j+b, o] = Σ_c x[i, j, c]·K[a, b, c, o] + bias[o]."""
+
   features: int
   dtype: Dtype = jnp.float32
 
@@ -145,6 +155,7 @@ class Conv(nn.Module):
   would break parity with torchvision's weights); "SAME": TensorFlow's rule, which puts the odd pixel of padding
   at the bottom/right (networks trained in TF, EfficientNet).
   """
+
   features: int
   kernel_size: int
   stride: int = 1
@@ -156,9 +167,14 @@ class Conv(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.kaiming_normal(), (k, k, x.shape[-1], self.features))
     padding = ((k // 2, k // 2),) * 2 if self.padding == "torch" else self.padding
-    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride,) * 2, padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     preferred_element_type=jnp.float32)  # f32 accumulation, as in `matmul`.
+    y = jax.lax.conv_general_dilated(
+      x.astype(self.dtype),
+      kernel.astype(self.dtype),
+      (self.stride,) * 2,
+      padding,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      preferred_element_type=jnp.float32,
+    )  # f32 accumulation, as in `matmul`.
     return y.astype(self.dtype)
 
 
@@ -169,6 +185,7 @@ class DepthwiseConv(nn.Module):
   grouped convolution is 20-40× slower than this on the CPU for EfficientNet's layers (16×64×64×96 at stride 2:
   93 ms against 4.6 ms), and the sum is the same operation on every backend.
   """
+
   kernel_size: int
   stride: int = 1
   dtype: Dtype = jnp.float32
@@ -180,19 +197,22 @@ class DepthwiseConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.kaiming_normal(), (k, k, 1, c)).astype(self.dtype)
     out_h, out_w = -(-h // s), -(-w // s)
     pad_h, pad_w = max((out_h - 1) * s + k - h, 0), max((out_w - 1) * s + k - w, 0)
-    padded = jnp.pad(x.astype(self.dtype), ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
-                                            (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    padded = jnp.pad(
+      x.astype(self.dtype), ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    )
     total = jnp.zeros((b, out_h, out_w, c), jnp.float32)
     for dy in range(k):
       for dx in range(k):
-        window = jax.lax.slice(padded, (0, dy, dx, 0), (b, dy + (out_h - 1) * s + 1, dx + (out_w - 1) * s + 1, c),
-                               (1, s, s, 1))
+        window = jax.lax.slice(
+          padded, (0, dy, dx, 0), (b, dy + (out_h - 1) * s + 1, dx + (out_w - 1) * s + 1, c), (1, s, s, 1)
+        )
         total = total + window.astype(jnp.float32) * kernel[dy, dx, 0].astype(jnp.float32)
     return total.astype(self.dtype)
 
 
 class FrozenBatchNorm(nn.Module):
   """Inference-mode BatchNorm whose running statistics are ordinary, frozen parameters."""
+
   epsilon: float = 1e-5  # PyTorch's default; TF-trained networks use 1e-3.
 
   @nn.compact

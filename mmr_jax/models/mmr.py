@@ -21,6 +21,7 @@ Features = tuple[jax.Array, jax.Array, jax.Array]
 
 class Student(nn.Module):
   """Image (B, H, W, 3) → three feature maps matching the teacher's layer1..3 (docs/spec.md §1–2)."""
+
   width: int
   depth: int
   num_heads: int
@@ -41,9 +42,16 @@ class Student(nn.Module):
       if noise is None:
         noise = jax.random.uniform(self.make_rng("masking"), (images.shape[0], grid[0] * grid[1]))
       masking = vit.random_masking(noise, mask_ratio)
-    visible = vit.Encoder(self.width, self.depth, self.num_heads, self.patch_size, self.mlp_ratio,
-                          self.pretrain_grid, self.dtype, name="encoder")(
-                              images, None if masking is None else masking.kept)
+    visible = vit.Encoder(
+      self.width,
+      self.depth,
+      self.num_heads,
+      self.patch_size,
+      self.mlp_ratio,
+      self.pretrain_grid,
+      self.dtype,
+      name="encoder",
+    )(images, None if masking is None else masking.kept)
     mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
     token_map = vit.decoder_tokens(visible, None if masking is None else masking.restore, mask_token, grid)
     features = fpn.SimpleFPN(self.out_channels, self.conv3x3, self.dtype, name="fpn")(token_map)
@@ -62,10 +70,16 @@ def compute_dtype(name: str) -> Dtype:
 def build_student(model_config: ml_collections.ConfigDict) -> Student:
   vit_config = model_config.vit
   return Student(
-      width=vit_config.width, depth=vit_config.depth, num_heads=vit_config.num_heads,
-      out_channels=teachers.out_channels(model_config.teacher),
-      patch_size=vit_config.patch_size, mlp_ratio=vit_config.mlp_ratio, pretrain_grid=vit_config.pretrain_grid,
-      conv3x3=model_config.conv3x3, dtype=compute_dtype(model_config.compute_dtype))
+    width=vit_config.width,
+    depth=vit_config.depth,
+    num_heads=vit_config.num_heads,
+    out_channels=teachers.out_channels(model_config.teacher),
+    patch_size=vit_config.patch_size,
+    mlp_ratio=vit_config.mlp_ratio,
+    pretrain_grid=vit_config.pretrain_grid,
+    conv3x3=model_config.conv3x3,
+    dtype=compute_dtype(model_config.compute_dtype),
+  )
 
 
 def build_teacher(model_config: ml_collections.ConfigDict) -> nn.Module:

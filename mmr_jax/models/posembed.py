@@ -64,15 +64,15 @@ def resize_table(table: np.ndarray, grid_in: tuple[int, int], grid_out: tuple[in
     return table
   dim = table.shape[-1]
   grid = table.reshape(*grid_in, dim).astype(np.float64)
-  resized = np.einsum("ai,bj,ijd->abd", torch_bicubic_matrix(grid_in[0], grid_out[0]),
-                      torch_bicubic_matrix(grid_in[1], grid_out[1]), grid)
+  resized = np.einsum(
+    "ai,bj,ijd->abd", torch_bicubic_matrix(grid_in[0], grid_out[0]), torch_bicubic_matrix(grid_in[1], grid_out[1]), grid
+  )
   return resized.reshape(grid_out[0] * grid_out[1], dim).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=32)
 def encoder_table(dim: int, pretrain_grid: int, grid_h: int, grid_w: int) -> np.ndarray:
   """The encoder's fixed table: sin-cos at the pretraining grid, resized bicubically to the image's grid."""
-  table = resize_table(sincos_2d(dim, pretrain_grid, pretrain_grid), (pretrain_grid, pretrain_grid),
-                       (grid_h, grid_w))
+  table = resize_table(sincos_2d(dim, pretrain_grid, pretrain_grid), (pretrain_grid, pretrain_grid), (grid_h, grid_w))
   table.setflags(write=False)
   return table

@@ -55,6 +55,7 @@ class ResidualBlock(nn.Module):
 
 class ResNetFeatures(nn.Module):
   """Stem (7×7 s2 p3, BN, ReLU, max-pool 3×3 s2 p1) then layer1..layer3; returns their outputs (NHWC)."""
+
   spec: ResNetSpec
   dtype: Dtype = jnp.float32
 
@@ -62,8 +63,7 @@ class ResNetFeatures(nn.Module):
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     x = layers.Conv(self.spec.stem_width, 7, 2, dtype=self.dtype, name="conv1")(images)
     x = nn.relu(layers.FrozenBatchNorm(name="bn1")(x))
-    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                              ((0, 0), (1, 1), (1, 1), (0, 0)))
+    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
     features = []
     for layer, (blocks, planes) in enumerate(zip(self.spec.stage_sizes, self.spec.planes), start=1):
       for j in range(blocks):

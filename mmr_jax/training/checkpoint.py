@@ -55,7 +55,8 @@ class Checkpoints:
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self._verified: set[int] = set()
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    )
 
   def latest_epoch(self) -> int | None:
     """The last epoch whose checkpoint is complete, or None."""
@@ -83,8 +84,7 @@ class Checkpoints:
     return target
 
   def save(self, epoch: int, state: Any, meta: dict) -> None:
-    self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      meta=ocp.args.JsonSave(meta)))
+    self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
       _write_manifest(self.directory / str(epoch))
@@ -93,8 +93,9 @@ class Checkpoints:
     """The state of `epoch`, laid out like `abstract_state` (shapes, dtypes, shardings)."""
     self._verify(epoch)
     with _reads_that_fail_as_unreadable():
-      restored = self._manager.restore(epoch, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      restored = self._manager.restore(
+        epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+      )
     return restored["state"], restored["meta"]
 
   def close(self) -> None:
@@ -143,5 +144,7 @@ def _check_manifest(step_dir: pathlib.Path) -> None:
     if name not in found:
       raise Unreadable(f"{name} is missing")
     if found[name] != record:
-      raise Unreadable(f"{name} has {found[name]['bytes']} bytes and CRC-32 {found[name]['crc32']:08x}, saved "
-                       f"as {record['bytes']} bytes and {record['crc32']:08x}")
+      raise Unreadable(
+        f"{name} has {found[name]['bytes']} bytes and CRC-32 {found[name]['crc32']:08x}, saved "
+        f"as {record['bytes']} bytes and {record['crc32']:08x}"
+      )

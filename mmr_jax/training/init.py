@@ -39,12 +39,16 @@ def student_params(config: ml_collections.ConfigDict, keys: jax.Array) -> Any:
 def check_student_tables(tables: dict[str, np.ndarray], config: ml_collections.ConfigDict) -> None:
   """The model computes its fixed sin-cos tables; a checkpoint's must be the same ones (docs/spec.md §1)."""
   width, pretrain_grid = config.model.vit.width, config.model.vit.pretrain_grid
-  expected = {name: posembed.sincos_2d(width, grid, grid)
-              for name, grid in ((name, table_grid(table)) for name, table in tables.items())}
+  expected = {
+    name: posembed.sincos_2d(width, grid, grid)
+    for name, grid in ((name, table_grid(table)) for name, table in tables.items())
+  }
   if "pos_embed" in tables and table_grid(tables["pos_embed"]) != pretrain_grid:
     grid = table_grid(tables["pos_embed"])
-    raise ValueError(f"the student checkpoint's pos_embed is for a {grid}×{grid} grid, but "
-                     f"model.vit.pretrain_grid is {pretrain_grid}; set --config.model.vit.pretrain_grid={grid}")
+    raise ValueError(
+      f"the student checkpoint's pos_embed is for a {grid}×{grid} grid, but "
+      f"model.vit.pretrain_grid is {pretrain_grid}; set --config.model.vit.pretrain_grid={grid}"
+    )
   loading.check_fixed_tables(tables, expected)
 
 

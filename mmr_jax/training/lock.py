@@ -29,8 +29,9 @@ class WorkdirLock:
       handle.seek(0)
       holder = handle.read().strip() or "another process"
       handle.close()
-      raise WorkdirLocked(f"{self.path.parent} is in use by {holder}: wait for that run to end (or stop it), or "
-                          f"use another --workdir") from None
+      raise WorkdirLocked(
+        f"{self.path.parent} is in use by {holder}: wait for that run to end (or stop it), or use another --workdir"
+      ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

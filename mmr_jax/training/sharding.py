@@ -35,8 +35,10 @@ def batch_sharding(mesh: Mesh, extra_leading_axes: int = 0) -> NamedSharding:
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
   devices = mesh.shape[DATA_AXIS]
   if batch_size % devices:
-    raise ValueError(f"{what} ({batch_size}) must be divisible by the number of devices ({devices}); "
-                     f"set --config.{what}=<a multiple of {devices}>")
+    raise ValueError(
+      f"{what} ({batch_size}) must be divisible by the number of devices ({devices}); "
+      f"set --config.{what}=<a multiple of {devices}>"
+    )
 
 
 def put_global_batch(local: np.ndarray, sharding: NamedSharding, batch_axis: int) -> jax.Array:
@@ -49,8 +51,10 @@ def put_global_batch(local: np.ndarray, sharding: NamedSharding, batch_axis: int
 def to_host(tree):
   """Global arrays → NumPy values, whole on every host. `jax.device_get` cannot read shards that another host
   holds; those are all-gathered across the processes first."""
+
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return multihost_utils.process_allgather(x, tiled=True)
     return np.asarray(jax.device_get(x))
+
   return jax.tree_util.tree_map(fetch, tree)

@@ -22,6 +22,7 @@ from mmr_jax.training import sharding
 @flax.struct.dataclass
 class TrainState:
   """Everything that changes during training. In a run every leaf has a leading seed axis K."""
+
   step: jax.Array  # int32
   params: Any
   opt_state: Any
@@ -30,8 +31,9 @@ class TrainState:
 
 def create_train_state(params: Any, tx: optax.GradientTransformation, seed_key: jax.Array) -> TrainState:
   """One seed's initial state (no seed axis); `stack` K of them for a run."""
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(seed_key))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=jax.random.key_data(seed_key)
+  )
 
 
 def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
@@ -72,12 +74,21 @@ def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh, precision: str 
     maps = teacher.apply({"params": teacher_params}, images.reshape(k * b, *images.shape[2:]))
     return tuple(m.astype(jnp.float32).reshape(k, b, *m.shape[1:]) for m in maps)
 
-  return jax.jit(at_precision(features, precision), in_shardings=(sharding.replicated(mesh), batch),
-                 out_shardings=batch, compiler_options=compiler_options(mesh))
+  return jax.jit(
+    at_precision(features, precision),
+    in_shardings=(sharding.replicated(mesh), batch),
+    out_shardings=batch,
+    compiler_options=compiler_options(mesh),
+  )
 
 
-def make_train_step(student: nn.Module, tx: optax.GradientTransformation, mask_ratio: float,
-                    mesh: jax.sharding.Mesh, precision: str = "highest") -> Callable:
+def make_train_step(
+  student: nn.Module,
+  tx: optax.GradientTransformation,
+  mask_ratio: float,
+  mesh: jax.sharding.Mesh,
+  precision: str = "highest",
+) -> Callable:
   """(state, images (K,B,H,W,3), weights (K,B), teacher features, lr) → (state, metrics); the old state's buffers
   are donated. `weights` is 1 for real images and 0 for the rows that pad an epoch's last, smaller batch: the loss
   is the mean over the real images only, so that batch trains as the published one does (docs/spec.md §6)."""
@@ -99,19 +110,34 @@ def make_train_step(student: nn.Module, tx: optax.GradientTransformation, mask_r
     # A NaN or Inf anywhere in a tree makes its norm NaN or Inf: checking the norms (a finite norm overflows only
     # past |x| ≈ 1e19) saves a reduction per leaf, which XLA compiles one by one.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
-    metrics = {"loss": loss, "loss_per_scale": per_scale, "grad_norm": grad_norm, "param_norm": param_norm,
-               "finite": finite}
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                           rng=jax.random.key_data(rng))
+    metrics = {
+      "loss": loss,
+      "loss_per_scale": per_scale,
+      "grad_norm": grad_norm,
+      "param_norm": param_norm,
+      "finite": finite,
+    }
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=jax.random.key_data(rng))
     return new_state, metrics
 
   step = at_precision(jax.vmap(one_seed, in_axes=(0, 0, 0, 0, None)), precision)
-  return jax.jit(step, in_shardings=(replicated, batch, batch, batch, None), out_shardings=(replicated, replicated),
-                 donate_argnums=(0,), compiler_options=compiler_options(mesh))
+  return jax.jit(
+    step,
+    in_shardings=(replicated, batch, batch, batch, None),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+    compiler_options=compiler_options(mesh),
+  )
 
 
-def make_anomaly_fn(student: nn.Module, mesh: jax.sharding.Mesh, sigma: float, truncate: float,
-                    mask_ratio: float = 0.0, precision: str = "highest") -> Callable:
+def make_anomaly_fn(
+  student: nn.Module,
+  mesh: jax.sharding.Mesh,
+  sigma: float,
+  truncate: float,
+  mask_ratio: float = 0.0,
+  precision: str = "highest",
+) -> Callable:
   """(params (K,…), images (B,H,W,3), teacher features (B,…), rng) → smoothed maps (K,B,H,W), scores (K,B).
 
   The test images and their teacher features are shared by the K models; only the students differ. The student
@@ -128,5 +154,9 @@ def make_anomaly_fn(student: nn.Module, mesh: jax.sharding.Mesh, sigma: float, t
     return maps.smoothed, maps.score
 
   anomaly = at_precision(jax.vmap(one_seed, in_axes=(0, None, None, None)), precision)
-  return jax.jit(anomaly, in_shardings=(replicated, batch, batch, replicated), out_shardings=per_seed_batch,
-                 compiler_options=compiler_options(mesh))
+  return jax.jit(
+    anomaly,
+    in_shardings=(replicated, batch, batch, replicated),
+    out_shardings=per_seed_batch,
+    compiler_options=compiler_options(mesh),
+  )

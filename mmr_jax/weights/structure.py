@@ -11,6 +11,7 @@ import numpy as np
 from mmr_jax.weights import names
 from mmr_jax.weights.errors import WeightsError
 
+
 def flatten(tree: names.Tree, prefix: names.Path = ()) -> dict[names.Path, Any]:
   flat = {}
   for key, value in tree.items():
@@ -68,11 +69,14 @@ def efficientnet_structure(tree: names.Tree) -> tuple[tuple[bool, ...], bool]:
 def infer_efficientnet(state: Mapping[str, np.ndarray]) -> tuple[tuple[bool, ...], bool]:
   """The same structure read off an `efficientnet-lite-pytorch` state dict."""
   if "_conv_stem.weight" not in state:
-    raise WeightsError("not an EfficientNet state dict: it has no '_conv_stem.weight' (first names: "
-                       f"{', '.join(sorted(state)[:6])} ...)")
+    raise WeightsError(
+      f"not an EfficientNet state dict: it has no '_conv_stem.weight' (first names: {', '.join(sorted(state)[:6])} ...)"
+    )
   blocks = _count_from_zero(_numbered(state, r"_blocks\.(\d+)\._depthwise_conv\.weight"), "the checkpoint's blocks")
-  return (tuple(f"_blocks.{i}._expand_conv.weight" in state for i in range(blocks)),
-          "_fc.weight" in state and "_conv_head.weight" in state)
+  return (
+    tuple(f"_blocks.{i}._expand_conv.weight" in state for i in range(blocks)),
+    "_fc.weight" in state and "_conv_head.weight" in state,
+  )
 
 
 def teacher_structure(tree: names.Tree) -> tuple[str, tuple[int, ...], tuple[bool, ...]]:
@@ -90,8 +94,9 @@ def infer_vit(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """Architecture of a ViT/MMR state dict: width, depth, patch_size, pretrain_grid (None without `pos_embed`),
   mlp_ratio, and fpn_widths (the three FPN output widths; None for an encoder-only checkpoint)."""
   if "patch_embed.proj.weight" not in state:
-    raise WeightsError("not a ViT state dict: it has no 'patch_embed.proj.weight' (first names: "
-                       f"{', '.join(sorted(state)[:6])} ...)")
+    raise WeightsError(
+      f"not a ViT state dict: it has no 'patch_embed.proj.weight' (first names: {', '.join(sorted(state)[:6])} ...)"
+    )
   width, _, patch_h, patch_w = state["patch_embed.proj.weight"].shape
   if patch_h != patch_w:
     raise WeightsError(f"non-square patches {patch_h}×{patch_w} are not supported")
@@ -107,8 +112,14 @@ def infer_vit(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
   fpn_widths = None
   if "simfp_2.4.weight" in state:
     fpn_widths = tuple(int(state[f"{name}.weight"].shape[0]) for name in ("simfp_2.4", "simfp_3.1", "simfp_4.0"))
-  return dict(width=int(width), depth=depth, patch_size=int(patch_h), pretrain_grid=grid,
-              mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / width, fpn_widths=fpn_widths)
+  return dict(
+    width=int(width),
+    depth=depth,
+    patch_size=int(patch_h),
+    pretrain_grid=grid,
+    mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / width,
+    fpn_widths=fpn_widths,
+  )
 
 
 def infer_teacher(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -116,8 +127,10 @@ def infer_teacher(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
   stage_sizes, stem_width, widths (output channels of each layer), mid_widths (inner width of the bottlenecks,
   or the blocks' width), planes and mid_multiplier (torchvision's parameters), downsample (per layer)."""
   if "conv1.weight" not in state or "layer1.0.conv1.weight" not in state:
-    raise WeightsError("not a torchvision ResNet state dict: 'conv1.weight' or 'layer1.0.conv1.weight' is "
-                       f"missing (first names: {', '.join(sorted(state)[:6])} ...)")
+    raise WeightsError(
+      "not a torchvision ResNet state dict: 'conv1.weight' or 'layer1.0.conv1.weight' is "
+      f"missing (first names: {', '.join(sorted(state)[:6])} ...)"
+    )
   block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
   last_bn = "bn3" if block == "bottleneck" else "bn2"
   sizes, widths, mids = [], [], []
@@ -129,10 +142,16 @@ def infer_teacher(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
     widths.append(int(state[f"layer{k}.{n - 1}.{last_bn}.weight"].shape[0]))
     mids.append(int(state[f"layer{k}.0.conv1.weight"].shape[0]))
   planes = [w // 4 for w in widths] if block == "bottleneck" else widths
-  return dict(block=block, stage_sizes=tuple(sizes), stem_width=int(state["conv1.weight"].shape[0]),
-              widths=tuple(widths), mid_widths=tuple(mids), planes=tuple(planes),
-              mid_multiplier=mids[0] // planes[0],
-              downsample=tuple(f"layer{k}.0.downsample.0.weight" in state for k in (1, 2, 3)))
+  return dict(
+    block=block,
+    stage_sizes=tuple(sizes),
+    stem_width=int(state["conv1.weight"].shape[0]),
+    widths=tuple(widths),
+    mid_widths=tuple(mids),
+    planes=tuple(planes),
+    mid_multiplier=mids[0] // planes[0],
+    downsample=tuple(f"layer{k}.0.downsample.0.weight" in state for k in (1, 2, 3)),
+  )
 
 
 def guess_student_source(state: Mapping[str, np.ndarray]) -> str:

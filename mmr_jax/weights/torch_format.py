@@ -39,23 +39,33 @@ class UnsafeCheckpoint(WeightsError):
 @dataclasses.dataclass(frozen=True)
 class _StorageType:
   """Stands in for torch.FloatStorage & co.: only the element type matters."""
+
   name: str
   dtype: np.dtype  # Little-endian element type as stored; bfloat16 is read as its uint16 bit pattern.
   widen_bfloat16: bool = False
 
 
 _STORAGE_TYPES = {
-    name: _StorageType(name, np.dtype(dtype), name == "BFloat16Storage")
-    for name, dtype in (("FloatStorage", "<f4"), ("HalfStorage", "<f2"), ("BFloat16Storage", "<u2"),
-                        ("DoubleStorage", "<f8"), ("LongStorage", "<i8"), ("IntStorage", "<i4"),
-                        ("ShortStorage", "<i2"), ("CharStorage", "i1"), ("ByteStorage", "u1"),
-                        ("BoolStorage", "?"))
+  name: _StorageType(name, np.dtype(dtype), name == "BFloat16Storage")
+  for name, dtype in (
+    ("FloatStorage", "<f4"),
+    ("HalfStorage", "<f2"),
+    ("BFloat16Storage", "<u2"),
+    ("DoubleStorage", "<f8"),
+    ("LongStorage", "<i8"),
+    ("IntStorage", "<i4"),
+    ("ShortStorage", "<i2"),
+    ("CharStorage", "i1"),
+    ("ByteStorage", "u1"),
+    ("BoolStorage", "?"),
+  )
 }
 
 
 @dataclasses.dataclass
 class _Storage:
   """One storage: a flat array of `numel` elements, read on first use (views share their root's array)."""
+
   kind: _StorageType
   numel: int
   read: Callable[[], np.ndarray]
@@ -65,8 +75,10 @@ class _Storage:
     if self._array is None:
       array = self.read()
       if array.size != self.numel:
-        raise WeightsError(f"a storage holds {array.size} elements where the file's index says {self.numel}: the "
-                           "file is truncated or corrupt")
+        raise WeightsError(
+          f"a storage holds {array.size} elements where the file's index says {self.numel}: the "
+          "file is truncated or corrupt"
+        )
       self._array = array
     return self._array
 
@@ -76,25 +88,26 @@ def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
   return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def _rebuild_tensor(storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...],
-                    *unused: Any) -> np.ndarray:
+def _rebuild_tensor(
+  storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *unused: Any
+) -> np.ndarray:
   """torch._utils._rebuild_tensor(_v2): the strided view of `storage`, copied out as a NumPy array."""
   if not isinstance(storage, _Storage):
     raise WeightsError(f"a tensor is rebuilt from {type(storage).__name__}, not from a storage: corrupt file")
   size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
   if len(size) != len(stride) or offset < 0 or min(size, default=0) < 0 or min(stride, default=0) < 0:
-    raise WeightsError(f"a tensor has an invalid layout (offset {offset}, size {size}, stride {stride}): corrupt "
-                       "file")
+    raise WeightsError(f"a tensor has an invalid layout (offset {offset}, size {size}, stride {stride}): corrupt file")
   flat = storage.array()
   if 0 in size:
     values = np.empty(size, flat.dtype)
   else:
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.numel:
-      raise WeightsError(f"a tensor (offset {offset}, size {size}, stride {stride}) reaches element {last} of a "
-                         f"storage of {storage.numel}: corrupt file")
-    values = np.lib.stride_tricks.as_strided(flat[offset:], size, [s * flat.itemsize for s in stride],
-                                             writeable=False)
+      raise WeightsError(
+        f"a tensor (offset {offset}, size {size}, stride {stride}) reaches element {last} of a "
+        f"storage of {storage.numel}: corrupt file"
+      )
+    values = np.lib.stride_tricks.as_strided(flat[offset:], size, [s * flat.itemsize for s in stride], writeable=False)
   values = np.array(values, values.dtype.newbyteorder("="), order="C")  # A contiguous, native-endian copy.
   return _bfloat16_to_float32(values) if storage.kind.widen_bfloat16 else values
 
@@ -116,15 +129,15 @@ def _rebuild_from_type_v2(function: Callable, new_type: Any, args: tuple, state:
 
 
 _ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch", "Tensor"): _TensorClass,
-    ("torch.nn.parameter", "Parameter"): _TensorClass,
-    **{("torch", name): kind for name, kind in _STORAGE_TYPES.items()},
+  ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+  ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+  ("torch", "Tensor"): _TensorClass,
+  ("torch.nn.parameter", "Parameter"): _TensorClass,
+  **{("torch", name): kind for name, kind in _STORAGE_TYPES.items()},
 }
 
 
@@ -152,15 +165,15 @@ def _resolve(value: Any) -> Any:
 
 
 _ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _deferred(_rebuild_tensor),
-    ("torch._utils", "_rebuild_tensor_v2"): _deferred(_rebuild_tensor),
-    ("torch._utils", "_rebuild_parameter"): _deferred(_rebuild_parameter),
-    ("torch._utils", "_rebuild_parameter_with_state"): _deferred(_rebuild_parameter),
-    ("torch._tensor", "_rebuild_from_type_v2"): _deferred(_rebuild_from_type_v2),
-    ("torch", "Tensor"): _TensorClass,
-    ("torch.nn.parameter", "Parameter"): _TensorClass,
-    **{("torch", name): kind for name, kind in _STORAGE_TYPES.items()},
+  ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor"): _deferred(_rebuild_tensor),
+  ("torch._utils", "_rebuild_tensor_v2"): _deferred(_rebuild_tensor),
+  ("torch._utils", "_rebuild_parameter"): _deferred(_rebuild_parameter),
+  ("torch._utils", "_rebuild_parameter_with_state"): _deferred(_rebuild_parameter),
+  ("torch._tensor", "_rebuild_from_type_v2"): _deferred(_rebuild_from_type_v2),
+  ("torch", "Tensor"): _TensorClass,
+  ("torch.nn.parameter", "Parameter"): _TensorClass,
+  **{("torch", name): kind for name, kind in _STORAGE_TYPES.items()},
 }
 
 
@@ -176,19 +189,24 @@ class _RestrictedUnpickler(pickle.Unpickler):
     if (module, name) in _ALLOWED:
       return _ALLOWED[(module, name)]
     if module == "torch" and name.endswith("Storage"):
-      raise UnsafeCheckpoint(f"{self._source} holds tensors of type torch.{name}, which this reader does not "
-                             f"support (supported: {', '.join(_STORAGE_TYPES)})")
+      raise UnsafeCheckpoint(
+        f"{self._source} holds tensors of type torch.{name}, which this reader does not "
+        f"support (supported: {', '.join(_STORAGE_TYPES)})"
+      )
     raise UnsafeCheckpoint(
-        f"{self._source} asks to import {module}.{name}, which rebuilding tensors does not need; the file was "
-        "refused and nothing in it was run. Only state dicts of tensors (possibly inside dicts) can be read: "
-        "load the file with torch on a trusted machine and save `model.state_dict()` alone.")
+      f"{self._source} asks to import {module}.{name}, which rebuilding tensors does not need; the file was "
+      "refused and nothing in it was run. Only state dicts of tensors (possibly inside dicts) can be read: "
+      "load the file with torch on a trusted machine and save `model.state_dict()` alone."
+    )
 
   def persistent_load(self, pid: Any) -> Any:
     is_storage = isinstance(pid, tuple) and pid and _ascii(pid[0]) == "storage"
     if not is_storage or self._load_storage is None:
       kind = _ascii(pid[0]) if isinstance(pid, tuple) and pid else type(pid).__name__
-      raise UnsafeCheckpoint(f"{self._source} refers to a pickled object of kind {kind!r} where only tensor "
-                             "storages belong; only state dicts of tensors can be read")
+      raise UnsafeCheckpoint(
+        f"{self._source} refers to a pickled object of kind {kind!r} where only tensor "
+        "storages belong; only state dicts of tensors can be read"
+      )
     return self._load_storage(pid)
 
 
@@ -213,8 +231,10 @@ def load(path: str | pathlib.Path) -> Any:
   except (WeightsError, MemoryError):
     raise
   except Exception as error:  # pickle, zipfile and NumPy raise many types for damaged files.
-    raise WeightsError(f"could not read {path} as a PyTorch file ({type(error).__name__}: {error}). The file is "
-                       "incomplete or corrupt: download or save it again.") from None
+    raise WeightsError(
+      f"could not read {path} as a PyTorch file ({type(error).__name__}: {error}). The file is "
+      "incomplete or corrupt: download or save it again."
+    ) from None
 
 
 def _load_zip(path: pathlib.Path) -> Any:
@@ -222,9 +242,10 @@ def _load_zip(path: pathlib.Path) -> Any:
     names = archive.namelist()
     pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
     if len(pickles) != 1:
-      raise WeightsError(f"{path} is a zip archive but not one written by torch.save (no single "
-                         "'<archive>/data.pkl' in it)")
-    prefix = pickles[0][:-len("data.pkl")]
+      raise WeightsError(
+        f"{path} is a zip archive but not one written by torch.save (no single '<archive>/data.pkl' in it)"
+      )
+    prefix = pickles[0][: -len("data.pkl")]
     byteorder = "little"
     if f"{prefix}byteorder" in names:
       byteorder = archive.read(f"{prefix}byteorder").decode("ascii").strip()
@@ -250,8 +271,10 @@ def _load_legacy(stream: BinaryIO, source: str) -> Any:
   except pickle.UnpicklingError:
     magic = None
   if magic != _LEGACY_MAGIC:
-    raise WeightsError(f"{source} is neither a zip nor a legacy torch.save file (the tar format of torch < 0.4 "
-                       "is not supported): load it with torch and save it again")
+    raise WeightsError(
+      f"{source} is neither a zip nor a legacy torch.save file (the tar format of torch < 0.4 "
+      "is not supported): load it with torch and save it again"
+    )
   protocol = header.load()
   if protocol != _LEGACY_PROTOCOL:
     raise WeightsError(f"{source}: legacy torch.save protocol {protocol} is not supported ({_LEGACY_PROTOCOL} is)")
@@ -272,7 +295,7 @@ def _load_legacy(stream: BinaryIO, source: str) -> Any:
     view_key, offset, view_numel = str(_ascii(view_key)), int(offset), int(view_numel)
     if view_key not in views:
       root = roots[root_key]
-      views[view_key] = _Storage(kind, view_numel, lambda: root.array()[offset:offset + view_numel])
+      views[view_key] = _Storage(kind, view_numel, lambda: root.array()[offset : offset + view_numel])
     return views[view_key]
 
   unpickled = _RestrictedUnpickler(stream, source, load_storage).load()

@@ -49,9 +49,11 @@ from mmr_jax.data.synthetic.disk import TEST_VIEWS
 from mmr_jax.data.synthetic.disk import TRAIN_VIEWS
 from mmr_jax.data.synthetic.disk import render_disk_frame
 
+
 @dataclasses.dataclass(frozen=True)
 class Size:
   """How much to generate."""
+
   image_hw: tuple[int, int]  # AeBAD_S images (height, width).
   train_per_background: int  # AeBAD_S training images per background subfolder.
   test_good: int  # Per domain.
@@ -62,15 +64,20 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size((64, 72), 4, 2, 1, (64, 64), 4, 8),
-    "small": Size((256, 288), 160, 24, 10, (256, 256), 80, 60),
-    "large": Size((512, 576), 600, 60, 25, (512, 512), 300, 150),
+  "tiny": Size((64, 72), 4, 2, 1, (64, 64), 4, 8),
+  "small": Size((256, 288), 160, 24, 10, (256, 256), 80, 60),
+  "large": Size((512, 576), 600, 60, 25, (512, 512), 300, 150),
 }
 
 # Stable codes for the per-image random streams.
-_STREAM = {"train": 0, **{d: 1 + i for i, d in enumerate(DOMAINS)}, "v_train": 10,
-           **{v: 11 + i for i, v in enumerate(VIDEOS)}}
+_STREAM = {
+  "train": 0,
+  **{d: 1 + i for i, d in enumerate(DOMAINS)},
+  "v_train": 10,
+  **{v: 11 + i for i, v in enumerate(VIDEOS)},
+}
 _TYPE_CODE = {"good": 0, **{t: 1 + i for i, t in enumerate(DEFECT_TYPES)}}
+
 
 def _png(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
@@ -113,10 +120,12 @@ def _render_task(task: tuple, size: Size) -> tuple:
   """Runs in a worker: renders one image and returns its encoded file(s)."""
   if task[0] == "s":
     _, seed, domain, defect_type, background_code, index, background, path = task
-    rng = np.random.default_rng([seed, _STREAM["train" if domain == "train" else domain], background_code,
-                                 _TYPE_CODE[defect_type], index])
-    image, truth = render_blade_image(rng, domain, defect_type, size.image_hw, background,
-                                      variant=None if domain == "train" else index)
+    rng = np.random.default_rng(
+      [seed, _STREAM["train" if domain == "train" else domain], background_code, _TYPE_CODE[defect_type], index]
+    )
+    image, truth = render_blade_image(
+      rng, domain, defect_type, size.image_hw, background, variant=None if domain == "train" else index
+    )
     mask = None if truth is None else _png(truth.astype(np.uint8) * 255)
     return path, _png(image), mask
   _, seed, name, frame = task
@@ -141,8 +150,9 @@ def _write(path: pathlib.Path, data: bytes) -> None:
   path.write_bytes(data)
 
 
-def generate(out: str | os.PathLike, seed: int = 0, size: str = "small", workers: int | None = None,
-             keep_existing: bool = False) -> dict:
+def generate(
+  out: str | os.PathLike, seed: int = 0, size: str = "small", workers: int | None = None, keep_existing: bool = False
+) -> dict:
   """Writes OUT/AeBAD_S and OUT/AeBAD_V; returns file counts.
 
   Both must be absent, unless keep_existing: then a folder already there is kept (each is moved into place
@@ -160,7 +170,7 @@ def generate(out: str | os.PathLike, seed: int = 0, size: str = "small", workers
   try:
     s_tasks = _s_tasks(seed, spec)
     results = _render_all(s_tasks + _v_tasks(seed, spec), spec, workers)
-    s_results, v_results = results[:len(s_tasks)], results[len(s_tasks):]
+    s_results, v_results = results[: len(s_tasks)], results[len(s_tasks) :]
     counts = {"AeBAD_S": 0, "AeBAD_S masks": 0, "AeBAD_V": 0}
     for path, image, mask in s_results:
       _write(staging / path, image)
@@ -194,8 +204,7 @@ def generate(out: str | os.PathLike, seed: int = 0, size: str = "small", workers
   return counts
 
 
-def ensure_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small",
-                     workers: int | None = None) -> bool:
+def ensure_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", workers: int | None = None) -> bool:
   """Generates the dataset under `root` unless `root/AeBAD_S` exists. Returns whether it generated.
 
   Safe when several processes call it at once: each writes its own staging copy; whichever finishes first

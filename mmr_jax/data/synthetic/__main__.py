@@ -11,8 +11,9 @@ from mmr_jax.data import synthetic
 def main(argv) -> None:
   del argv
   start = time.perf_counter()
-  counts = synthetic.generate(flags.FLAGS.out, seed=flags.FLAGS.seed, size=flags.FLAGS.size,
-                              workers=flags.FLAGS.workers)
+  counts = synthetic.generate(
+    flags.FLAGS.out, seed=flags.FLAGS.seed, size=flags.FLAGS.size, workers=flags.FLAGS.workers
+  )
   elapsed = time.perf_counter() - start
   for key, value in sorted(counts.items()):
     print(f"{key:28s} {value:6d}")

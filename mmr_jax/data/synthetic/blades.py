@@ -23,16 +23,23 @@ from mmr_jax.data.synthetic.shading import paste
 from mmr_jax.data.synthetic.shading import shade
 from mmr_jax.data.synthetic.shading import visible_pixels
 
+
 def _train_look(rng: np.random.Generator) -> Look:
   grey = uniform(rng, 0.55, 0.72)
   tint = np.array([1.0, uniform(rng, 0.96, 1.0), uniform(rng, 0.9, 1.02)])
-  return Look(light=light_direction(uniform(rng, 200, 250), uniform(rng, 35, 60)), light_colour=np.ones(3),
-              albedo=grey * tint)
+  return Look(
+    light=light_direction(uniform(rng, 200, 250), uniform(rng, 35, 60)), light_colour=np.ones(3), albedo=grey * tint
+  )
 
 
-def render_blade_image(rng: np.random.Generator, domain: str, defect_kind: str, hw: tuple[int, int],
-                       background: str | None = None, variant: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
+def render_blade_image(
+  rng: np.random.Generator,
+  domain: str,
+  defect_kind: str,
+  hw: tuple[int, int],
+  background: str | None = None,
+  variant: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
   """One AeBAD-S-like image of `domain` ("train" is the same distribution as "same"): (uint8 RGB, bool mask).
 
   `variant` (the image's index in its folder) makes the scene's either-or choices (which background, over- or
@@ -67,10 +74,17 @@ def render_blade_image(rng: np.random.Generator, domain: str, defect_kind: str, 
     else:
       length *= uniform(rng, 1.1, 1.2)  # Closer.
     mirror = either(1)
-  blade = Blade(origin=(0.0, 0.0), angle=angle - math.pi / 2, length=length, half_chord=half_chord,
-                # One blade model, as in AeBAD: the shape varies only a little from image to image.
-                taper=uniform(rng, 0.3, 0.36), bend=uniform(rng, -0.015, 0.015),
-                tip_tilt=uniform(rng, 0.12, 0.2), twist=uniform(rng, 0.15, 0.3))
+  blade = Blade(
+    origin=(0.0, 0.0),
+    angle=angle - math.pi / 2,
+    length=length,
+    half_chord=half_chord,
+    # One blade model, as in AeBAD: the shape varies only a little from image to image.
+    taper=uniform(rng, 0.3, 0.36),
+    bend=uniform(rng, -0.015, 0.015),
+    tip_tilt=uniform(rng, 0.12, 0.2),
+    twist=uniform(rng, 0.15, 0.3),
+  )
   # Centre the blade's span (root block to tip) on a jittered image centre.
   centre_u = 0.5 * (blade.extent()[0] + blade.length)
   cx = width / 2 + uniform(rng, -0.05, 0.05) * height

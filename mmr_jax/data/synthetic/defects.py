@@ -10,6 +10,7 @@ import numpy as np
 from mmr_jax.data.synthetic.scene import Blade
 from mmr_jax.data.synthetic.scene import uniform
 
+
 @dataclasses.dataclass
 class Defect:
   kind: str
@@ -37,8 +38,12 @@ def blob_distance(defect: Defect, u: np.ndarray, t: np.ndarray, margin: float) -
 def path_distance(path: np.ndarray, u: np.ndarray, t: np.ndarray, reach: float) -> np.ndarray:
   """Distance to a polyline, exact within `reach` of its bounding box and `inf` beyond (saves the far pixels)."""
   best = np.full(u.shape, np.inf)
-  near = ((u > path[:, 0].min() - reach) & (u < path[:, 0].max() + reach) &
-          (t > path[:, 1].min() - reach) & (t < path[:, 1].max() + reach))
+  near = (
+    (u > path[:, 0].min() - reach)
+    & (u < path[:, 0].max() + reach)
+    & (t > path[:, 1].min() - reach)
+    & (t < path[:, 1].max() + reach)
+  )
   un, tn = u[near], t[near]
   local = np.full(un.shape, np.inf)
   for (u0, t0), (u1, t1) in zip(path[:-1], path[1:]):
@@ -50,8 +55,9 @@ def path_distance(path: np.ndarray, u: np.ndarray, t: np.ndarray, reach: float) 
   return best
 
 
-def _jagged_path(rng: np.random.Generator, start: np.ndarray, direction: float, length: float, steps: int,
-                 jitter: float) -> np.ndarray:
+def _jagged_path(
+  rng: np.random.Generator, start: np.ndarray, direction: float, length: float, steps: int, jitter: float
+) -> np.ndarray:
   points = [start]
   angle = direction
   for _ in range(steps):
@@ -81,8 +87,9 @@ def make_defect(kind: str, blade: Blade, rng: np.random.Generator, pixel: float)
     radius = uniform(rng, 0.6, 1.0) * chord
     room = max(float(blade.half_width(s)) - 0.6 * radius, 0.0)
     t = float(blade.midline(s)) + uniform(rng, -room, room)
-    return Defect(kind, centre=(s * blade.length, t), radius=radius, harmonics=harmonics,
-                  strength=uniform(rng, 0.65, 0.95))
+    return Defect(
+      kind, centre=(s * blade.length, t), radius=radius, harmonics=harmonics, strength=uniform(rng, 0.65, 0.95)
+    )
   if kind == "fracture":
     s = uniform(rng, 0.2, 0.9)
     start = np.array(blade.edge_point(s, side)) + np.array([0.0, side * 2.0 * pixel])  # Begins outside the edge.

@@ -30,6 +30,7 @@ _HUB_RADIUS = 0.55
 @dataclasses.dataclass(frozen=True)
 class View:
   """Where the camera looks at the disk from, and the light."""
+
   hub: tuple[float, float]  # Hub centre, in fractions of the frame's (width, height); below the frame.
   zoom: float  # Frame heights per plane unit.
   tilt: float  # Disk seen at an angle: plane y squashed by this.
@@ -39,13 +40,13 @@ class View:
 
 
 TRAIN_VIEWS = {
-    "seq1": View((0.5, 1.08), 0.6, 0.95, 0.0, (225, 50)),
-    "seq2": View((0.4, 1.02), 0.62, 0.85, 8.0, (210, 45)),
+  "seq1": View((0.5, 1.08), 0.6, 0.95, 0.0, (225, 50)),
+  "seq2": View((0.4, 1.02), 0.62, 0.85, 8.0, (210, 45)),
 }
 TEST_VIEWS = {
-    "video1": View((0.6, 0.95), 0.58, 0.68, -16.0, (240, 40)),  # Steeper angle on the disk.
-    "video2": View((0.5, 1.25), 0.8, 0.9, 4.0, (220, 55), 1.15),  # Closer, brighter.
-    "video3": View((0.45, 1.0), 0.55, 0.8, 20.0, (320, 30), 0.8),  # Rolled, lit from the other side, darker.
+  "video1": View((0.6, 0.95), 0.58, 0.68, -16.0, (240, 40)),  # Steeper angle on the disk.
+  "video2": View((0.5, 1.25), 0.8, 0.9, 4.0, (220, 55), 1.15),  # Closer, brighter.
+  "video3": View((0.45, 1.0), 0.55, 0.8, 20.0, (320, 30), 0.8),  # Rolled, lit from the other side, darker.
 }
 
 
@@ -62,9 +63,20 @@ def _make_disk(seed: int, stream: int, view: View, hw: tuple[int, int], defectiv
   rng = np.random.default_rng([seed, stream, 0])
   grey = uniform(rng, 0.55, 0.68)
   look = Look(light=light_direction(*view.light), light_colour=np.ones(3), albedo=grey * np.array([1.0, 0.98, 0.95]))
-  blades = [Blade(origin=(0.0, 0.0), angle=0.0, length=0.95 * uniform(rng, 0.98, 1.02),
-                  half_chord=0.11 * uniform(rng, 0.97, 1.03), taper=0.3, bend=0.04, tip_tilt=0.15,
-                  twist=0.3, with_root=False) for _ in range(_DISK_BLADES)]
+  blades = [
+    Blade(
+      origin=(0.0, 0.0),
+      angle=0.0,
+      length=0.95 * uniform(rng, 0.98, 1.02),
+      half_chord=0.11 * uniform(rng, 0.97, 1.03),
+      taper=0.3,
+      bend=0.04,
+      tip_tilt=0.15,
+      twist=0.3,
+      with_root=False,
+    )
+    for _ in range(_DISK_BLADES)
+  ]
   defects = {}
   if defective:
     pixel = 1.0 / (view.zoom * hw[0]) * (hw[0] / 256)
@@ -74,13 +86,19 @@ def _make_disk(seed: int, stream: int, view: View, hw: tuple[int, int], defectiv
   return Disk(blades, defects, look, uniform(rng, 0, 2 * math.pi), pitch * uniform(rng, 0.2, 0.3))
 
 
-def render_disk_frame(seed: int, stream: int, view: View, frame: int, hw: tuple[int, int],
-                      defective: bool) -> tuple[np.ndarray, np.ndarray]:
+def render_disk_frame(
+  seed: int, stream: int, view: View, frame: int, hw: tuple[int, int], defective: bool
+) -> tuple[np.ndarray, np.ndarray]:
   """(uint8 RGB frame, bool visible-defect mask) of one frame."""
   height, width = hw
   disk = _make_disk(seed, stream, view, hw, defective)
-  camera = Camera(cx=view.hub[0] * width, cy=view.hub[1] * height, zoom=view.zoom * height, tilt=view.tilt,
-                  roll=math.radians(view.roll_deg))
+  camera = Camera(
+    cx=view.hub[0] * width,
+    cy=view.hub[1] * height,
+    zoom=view.zoom * height,
+    tilt=view.tilt,
+    roll=math.radians(view.roll_deg),
+  )
   rng = np.random.default_rng([seed, stream, 1000 + frame])
   canvas = background_image("black", height, width, rng) + 0.06 * uniform(rng, 0.8, 1.2)
   # The hub: a dark disk, brighter towards the light.

@@ -29,6 +29,7 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[
 @dataclasses.dataclass
 class Camera:
   """Plane -> pixel: rotate by `roll`, squash y by `tilt` (a disk seen at an angle), scale by `zoom`, shift."""
+
   cx: float = 0.0
   cy: float = 0.0
   zoom: float = 1.0
@@ -55,6 +56,7 @@ class Camera:
 @dataclasses.dataclass
 class Blade:
   """An airfoil from u = 0 (root) to its tilted tip at u ≈ length; optional platform and root block below."""
+
   origin: tuple[float, float]
   angle: float  # Direction of the span in the plane (radians, 0 = +x, y down).
   length: float
@@ -108,6 +110,7 @@ def edge_coverage(signed_distance: np.ndarray, pixel: float) -> np.ndarray:
 @dataclasses.dataclass
 class BladeFields:
   """Per-pixel quantities of one blade over its bounding box."""
+
   u: np.ndarray
   t: np.ndarray
   airfoil: np.ndarray  # Coverage of the airfoil.

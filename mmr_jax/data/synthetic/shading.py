@@ -19,6 +19,7 @@ from mmr_jax.data.synthetic.defects import Defect
 from mmr_jax.data.synthetic.defects import blob_distance
 from mmr_jax.data.synthetic.defects import path_distance
 
+
 def _defect_coverage(defect: Defect, surface: Surface) -> tuple[np.ndarray, np.ndarray]:
   """(coverage for drawing, binary ground-truth region) of the defect over the blade's box."""
   fields, pixel = surface.fields, surface.pixel
@@ -36,6 +37,7 @@ def _defect_coverage(defect: Defect, surface: Surface) -> tuple[np.ndarray, np.n
 @dataclasses.dataclass
 class Look:
   """Light and material."""
+
   light: np.ndarray  # Unit vector towards the light.
   light_colour: np.ndarray
   albedo: np.ndarray
@@ -59,6 +61,7 @@ def light_direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
 @dataclasses.dataclass
 class Surface:
   """A blade's geometry and texture over its pixel box, before light and defects."""
+
   box: tuple[slice, slice]
   fields: BladeFields
   albedo: np.ndarray  # (h, w, 3)
@@ -67,8 +70,9 @@ class Surface:
   pixel: float
 
 
-def blade_surface(blade: Blade, camera: Camera, look: Look, rng: np.random.Generator,
-                  hw: tuple[int, int]) -> Surface | None:
+def blade_surface(
+  blade: Blade, camera: Camera, look: Look, rng: np.random.Generator, hw: tuple[int, int]
+) -> Surface | None:
   """None when the blade lies outside the image."""
   height, width = hw
   u0, u1, t0, t1 = blade.extent()
@@ -115,7 +119,7 @@ def shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndarr
       # Burnt core, brown body, a bluish heat tint at the rim; matte, mottled with soot and heat-tinted flecks.
       radial = np.clip(blob_distance(defect, u, t, 4 * pixel) / defect.radius, 0.0, 1.0)
       burnt = np.stack([0.30 - 0.2 * radial, 0.2 - 0.14 * radial, 0.16 - 0.1 * radial], -1)
-      rim = np.exp(-((radial - 0.12) / 0.08) ** 2)[..., None] * np.array([0.05, 0.05, 0.18], np.float32)
+      rim = np.exp(-(((radial - 0.12) / 0.08) ** 2))[..., None] * np.array([0.05, 0.05, 0.18], np.float32)
       flecks = np.clip(surface.grain - 1.0, 0.0, None)[..., None] * np.array([0.35, 0.28, 0.4], np.float32)
       burnt = burnt * (1.0 + 0.45 * surface.grain[..., None]) + rim + flecks + 0.04 * surface.blotch[..., None]
       mix = (defect.strength * cover * fields.airfoil)[..., None]
@@ -143,15 +147,13 @@ def shade(surface: Surface, look: Look, defect: Defect | None) -> tuple[np.ndarr
     if defect.kind == "groove":
       # The lip of the groove catches the light: the same line, shifted by about one width.
       shift = np.array([0.0, defect.width * 1.2])
-      lip_distance = np.min([path_distance(p + shift, u, t, defect.width + 3 * pixel) for p in defect.paths],
-                            axis=0)
+      lip_distance = np.min([path_distance(p + shift, u, t, defect.width + 3 * pixel) for p in defect.paths], axis=0)
       lip = edge_coverage(defect.width * 0.35 - lip_distance, pixel) * (1.0 - cover)
       colour += (0.35 * lip)[..., None] * look.light_colour
   return colour, alpha
 
 
-def paste(canvas: np.ndarray, coverage: np.ndarray, surface: Surface, colour: np.ndarray,
-          alpha: np.ndarray) -> None:
+def paste(canvas: np.ndarray, coverage: np.ndarray, surface: Surface, colour: np.ndarray, alpha: np.ndarray) -> None:
   a = alpha[..., None]
   canvas[surface.box] = canvas[surface.box] * (1 - a) + colour * a
   coverage[surface.box] = np.maximum(coverage[surface.box], alpha)
@@ -161,7 +163,7 @@ def visible_pixels(truth: np.ndarray, fraction: float) -> int:
   """Mask pixels inside the centre crop that keeps `fraction` of each side (what the model will see)."""
   height, width = truth.shape
   dy, dx = int(height * (1 - fraction) / 2), int(width * (1 - fraction) / 2)
-  return int(truth[dy:height - dy, dx:width - dx].sum())
+  return int(truth[dy : height - dy, dx : width - dx].sum())
 
 
 def background_image(kind: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -196,7 +198,7 @@ def drop_shadow(canvas: np.ndarray, alpha: np.ndarray, light: np.ndarray, scale:
   # Blurred at half resolution: a soft shadow has no detail to lose.
   half = np.roll(alpha, (dy, dx), axis=(0, 1))[::2, ::2]
   shadow = ndimage.gaussian_filter(half, 1.5 * scale).repeat(2, axis=0).repeat(2, axis=1)
-  return canvas * (1.0 - 0.45 * shadow[:canvas.shape[0], :canvas.shape[1]])[..., None]
+  return canvas * (1.0 - 0.45 * shadow[: canvas.shape[0], : canvas.shape[1]])[..., None]
 
 
 def finish(image: np.ndarray, rng: np.random.Generator, exposure: float = 1.0, gamma: float = 1.0) -> np.ndarray:

@@ -50,10 +50,10 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _features(self) -> tfds.features.FeaturesDict:
     features = {
-        "image": tfds.features.Image(shape=(None, None, 3)),
-        "label": tfds.features.ClassLabel(names=["normal", "anomalous"]),
-        "defect_type": tfds.features.Text(),
-        "name": tfds.features.Text(),  # Path relative to the manual_dir: what the folder route reports.
+      "image": tfds.features.Image(shape=(None, None, 3)),
+      "label": tfds.features.ClassLabel(names=["normal", "anomalous"]),
+      "defect_type": tfds.features.Text(),
+      "name": tfds.features.Text(),  # Path relative to the manual_dir: what the folder route reports.
     }
     if self.WITH_MASKS:
       features["mask"] = tfds.features.Image(shape=(None, None, 1), encoding_format="png")
@@ -63,17 +63,18 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     split = decoding.validate(files, self._skip_bad_files, keep_pixels=False)
     for example, (height, width) in zip(split.examples, split.shapes):
       record = {
-          "image": self._encoded(example.image_file, lambda e=example: images.decode_rgb(e.image_file)),
-          "label": example.label,
-          "defect_type": example.defect_type,
-          "name": example.name,
+        "image": self._encoded(example.image_file, lambda e=example: images.decode_rgb(e.image_file)),
+        "label": example.label,
+        "defect_type": example.defect_type,
+        "name": example.name,
       }
       if self.WITH_MASKS:
         if example.mask_file is None:
           record["mask"] = np.zeros((height, width, 1), np.uint8)
         else:
-          record["mask"] = self._encoded(example.mask_file,
-                                         lambda e=example: images.decode_mask(e.mask_file)[0][..., None])
+          record["mask"] = self._encoded(
+            example.mask_file, lambda e=example: images.decode_mask(e.mask_file)[0][..., None]
+          )
       yield example.name, record
 
   @staticmethod
@@ -89,18 +90,21 @@ class AebadS(_LayoutBuilder):
   """AeBAD-S: aero-engine blades; one training set, four test domains with pixel masks."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download AeBAD from the link on the MMR GitHub page, https://github.com/zhangzilongc/MMR, and extract it "
-      "into the manual_dir (config.data.root) so that manual_dir/AeBAD_S/{train,test,ground_truth} exist.")
+    "Download AeBAD from the link on the MMR GitHub page, https://github.com/zhangzilongc/MMR, and extract it "
+    "into the manual_dir (config.data.root) so that manual_dir/AeBAD_S/{train,test,ground_truth} exist."
+  )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=self._features(), homepage="https://github.com/zhangzilongc/MMR",
-                                          citation=_CITATION)
+    return self.dataset_info_from_configs(
+      features=self._features(), homepage="https://github.com/zhangzilongc/MMR", citation=_CITATION
+    )
 
   def _split_generators(self, dl_manager):
     root = dl_manager.manual_dir
     test = root / "AeBAD_S" / "test"
-    domains = sorted({d.name for t in test.iterdir() if t.is_dir() for d in t.iterdir() if d.is_dir()}) \
-        if test.is_dir() else []
+    domains = (
+      sorted({d.name for t in test.iterdir() if t.is_dir() for d in t.iterdir() if d.is_dir()}) if test.is_dir() else []
+    )
     splits = {"train": self._generate_examples(layouts.aebad_s_train(root))}
     for domain in domains:
       splits[split_name("test", domain)] = self._generate_examples(layouts.aebad_s_test(root, domain))
@@ -111,13 +115,15 @@ class AebadV(_LayoutBuilder):
   """AeBAD-V: videos of aero-engine blades; training frames, three test videos with frame labels (no masks)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download AeBAD from the link on the MMR GitHub page, https://github.com/zhangzilongc/MMR, and extract it "
-      "into the manual_dir (config.data.root) so that manual_dir/AeBAD_V/{train,test} exist.")
+    "Download AeBAD from the link on the MMR GitHub page, https://github.com/zhangzilongc/MMR, and extract it "
+    "into the manual_dir (config.data.root) so that manual_dir/AeBAD_V/{train,test} exist."
+  )
   WITH_MASKS = False
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=self._features(), homepage="https://github.com/zhangzilongc/MMR",
-                                          citation=_CITATION)
+    return self.dataset_info_from_configs(
+      features=self._features(), homepage="https://github.com/zhangzilongc/MMR", citation=_CITATION
+    )
 
   def _split_generators(self, dl_manager):
     root = dl_manager.manual_dir
@@ -133,17 +139,22 @@ class MvtecAd(_LayoutBuilder):
   """MVTec AD: one config per class, each with its training set and its test set (pixel masks)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download MVTec AD from https://www.mvtec.com/company/research/datasets/mvtec-ad (registration required) "
-      "and extract it into the manual_dir (config.data.root) so that manual_dir/<class>/{train,test,ground_truth} "
-      "exist for each class.")
+    "Download MVTec AD from https://www.mvtec.com/company/research/datasets/mvtec-ad (registration required) "
+    "and extract it into the manual_dir (config.data.root) so that manual_dir/<class>/{train,test,ground_truth} "
+    "exist for each class."
+  )
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in layouts.MVTEC_CLASSES]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=self._features(), homepage="https://www.mvtec.com/company/research/datasets/mvtec-ad",
-        citation=_MVTEC_CITATION)
+      features=self._features(),
+      homepage="https://www.mvtec.com/company/research/datasets/mvtec-ad",
+      citation=_MVTEC_CITATION,
+    )
 
   def _split_generators(self, dl_manager):
     root, name = dl_manager.manual_dir, self.builder_config.name
-    return {"train": self._generate_examples(layouts.mvtec_train(root, name)),
-            "test": self._generate_examples(layouts.mvtec_test(root, name))}
+    return {
+      "train": self._generate_examples(layouts.mvtec_train(root, name)),
+      "test": self._generate_examples(layouts.mvtec_test(root, name)),
+    }
