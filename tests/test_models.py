@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,11 +126,76 @@ def test_other_image_sizes(student_and_params):
     student.apply({"params": params}, jnp.zeros((1, 72, 72, 3)))
 
 
-def test_conv3x3_forms_agree():
+def _reference_conv(x, kernel, stride, padding):
+  return jax.lax.conv_general_dilated(
+    x, kernel, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest"
+  )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv3x3_forms_agree_with_their_gradients(dtype):
+  """im2col's hand-written backward (layers._same_conv_bwd) against lax.conv's gradient on the same rounded
+  operands; in bfloat16 within the rounding of its bf16 cotangent."""
   x = jax.random.normal(jax.random.key(1), (2, 7, 5, 6))
-  im2col, native = layers.Conv3x3(4, "im2col"), layers.Conv3x3(4, "native")
+  im2col, native = layers.Conv3x3(4, "im2col", dtype), layers.Conv3x3(4, "native", dtype)
   params = im2col.init(jax.random.key(2), x)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(
+    *(np.asarray(m.apply(params, x), np.float32) for m in (im2col, native)), rtol=tol, atol=tol
+  )
+
+  def objective(module):
+    return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x).astype(jnp.float32)))
+
+  rounded = lambda t: t.astype(dtype).astype(jnp.float32)
+  got = jax.grad(objective(im2col), (0, 1))(params, x)
+  reference = lambda p, x: jnp.sum(jnp.sin(_reference_conv(rounded(x), rounded(p["params"]["kernel"]), 1, "SAME")))
+  want = jax.grad(reference, (0, 1))(params, x)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    scale = float(jnp.max(jnp.abs(w)))
+    np.testing.assert_allclose(np.asarray(g, np.float32), w, atol=tol * scale)
+
+
+def test_auto_conv_form_is_im2col_only_below_float32_on_the_cpu():
+  assert layers.conv_form("auto", jnp.float32) == "native"
+  assert layers.conv_form("auto", jnp.bfloat16) == ("im2col" if jax.default_backend() == "cpu" else "native")
+  assert layers.conv_form("native", jnp.bfloat16) == "native"
+  with pytest.raises(ValueError, match="model.conv3x3"):
+    layers.conv_form("winograd", jnp.float32)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(7, 2, "torch"), (3, 2, "torch"), (1, 2, "torch"), (3, 2, "SAME")])
+def test_teacher_conv_im2col_matches_the_native_convolution(k, stride, padding):
+  x = jax.random.normal(jax.random.key(3), (2, 11, 10, 5))
+  native = layers.Conv(6, k, stride, padding, form="native")
+  params = native.init(jax.random.key(4), x)
+  im2col = layers.Conv(6, k, stride, padding, form="im2col")
   np.testing.assert_allclose(im2col.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_matmul_backward_multiplies_bfloat16():
+  """Both backward products of `layers.matmul` take bfloat16 operands (a float32 cotangent would make them
+  float32 dots: docs/cpu-performance.md), and the gradients are those of the float32 product to bf16 rounding."""
+  x = jax.random.normal(jax.random.key(5), (3, 8, 16))
+  kernel = jax.random.normal(jax.random.key(6), (16, 12))
+  objective = lambda dtype: lambda x, k: jnp.sum(jnp.sin(layers.matmul(x, k, dtype)))
+  jaxpr = jax.make_jaxpr(jax.grad(objective(jnp.bfloat16), (0, 1)))(x, kernel)
+
+  def all_dots(eqns):
+    for e in eqns:
+      if e.primitive.name == "dot_general":
+        yield e
+      for sub in jax.extend.core.jaxprs_in_params(e.params):
+        yield from all_dots(sub.eqns)
+
+  dots = list(all_dots(jaxpr.jaxpr.eqns))
+  assert len(dots) == 3
+  assert all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+  got = jax.grad(objective(jnp.bfloat16), (0, 1))(x, kernel)
+  want = jax.grad(objective(jnp.float32), (0, 1))(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  for g, w in zip(got, want):
+    w = np.asarray(w, np.float32)
+    np.testing.assert_allclose(np.asarray(g, np.float32), w, atol=0.05 * np.abs(w).max())
 
 
 def test_teacher_feature_shapes_follow_torchvision_strides():

@@ -28,6 +28,7 @@ import ml_collections
 
 from mmr_jax import config as config_lib
 from mmr_jax.models import layers
+from mmr_jax.models import mmr
 from mmr_jax.benchmark import flops
 from mmr_jax.benchmark import timing
 from mmr_jax.training import sharding
@@ -77,7 +78,7 @@ def benchmark(
       "num_seeds": k,
       "mask_ratio": config.model.mask_ratio,
       "compute_dtype": config.model.compute_dtype,
-      "conv3x3": layers.conv3x3_form(config.model.conv3x3),
+      "conv3x3": layers.conv_form(config.model.conv3x3, mmr.compute_dtype(config.model.compute_dtype)),
     },
     "warmup": warmup,
     "steps": steps_timed,

@@ -2,14 +2,16 @@
 
 XLA's CPU convolution backward is slow (docs/cpu-performance.md): a 1×1 convolution, a 16×16 stride-16
 patch embedding and a 2×2 stride-2 transposed convolution (non-overlapping outputs) are plain matrix products on
-reshaped tensors, on every backend. 3×3 convolutions are a real choice, made here and nowhere else: patches + one
-matmul ("im2col") or `lax.conv` ("native"). "auto" is native on every backend: on the CPU it is the faster form,
-forward and backward, once YNNPACK's convolution fusion is off, as it is in every compiled function of a run
-(`training.steps.compiler_options`); with it on, the native backward is several times slower than im2col.
+reshaped tensors, on every backend. k×k convolutions are a real choice, made here and nowhere else (`conv_form`):
+the windows of the input + one matmul ("im2col") or `lax.conv` ("native"). In float32, native is the faster form
+on the CPU, forward and backward, once YNNPACK's convolution fusion is off, as it is in every compiled function
+of a run (`training.steps.compiler_options`). In bfloat16 on the CPU, im2col: XLA's bf16 convolutions run no
+faster than float32, its bf16 dots at the CPU's bf16 rate.
 
 Kernels are stored HWIO (kh, kw, in, out) whatever the form, so weight import has one layout per layer type.
 Every matmul takes its operands in the compute dtype and accumulates in float32 (`matmul`): with bfloat16 this
-is the fast and accurate form on every backend (a bf16-output dot is slower than float32 on the CPU).
+is the fast and accurate form on every backend (a bf16-output dot is slower than float32 on the CPU), and the
+backward products take the compute dtype too (their float32 cotangent rounded to it).
 """
 
 from typing import Any
@@ -24,10 +26,16 @@ CONV3X3_FORMS = ("auto", "im2col", "native")
 PRECISIONS = ("default", "high", "highest")
 
 
-def conv3x3_form(form: str) -> str:
+def conv_form(form: str, dtype: Dtype) -> str:
+  """Resolves model.conv3x3 for a compute dtype. "auto": the native convolution in float32; im2col in bfloat16
+  on the CPU, where XLA's bfloat16 convolutions run no faster than float32 while bfloat16 dots with float32
+  accumulation run at the CPU's bf16 rate (2× float32 with AVX512-BF16, more with AMX; docs/cpu-performance.md)."""
   if form not in CONV3X3_FORMS:
     raise ValueError(f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {form!r}")
-  return "native" if form == "auto" else form
+  if form != "auto":
+    return form
+  low_precision = jnp.dtype(dtype) != jnp.float32
+  return "im2col" if low_precision and jax.default_backend() == "cpu" else "native"
 
 
 def torch_default_kernel(in_axis: int = -2, out_axis: int = -1) -> nn.initializers.Initializer:
@@ -50,9 +58,43 @@ def torch_default_bias(fan_in: int) -> nn.initializers.Initializer:
   return init
 
 
+def _dot_f32(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def _low_precision_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _dot_f32(x, kernel)
+
+
+def _low_precision_dot_fwd(x, kernel):
+  return _dot_f32(x, kernel), (x, kernel)
+
+
+def _low_precision_dot_bwd(residuals, cotangent):
+  # The cotangent arrives in float32 (the forward's output dtype); JAX's own transpose would then multiply
+  # float32 by bfloat16, which XLA computes as a float32 dot. Rounded to the operands' dtype first, both backward
+  # products run as bfloat16 dots with float32 accumulation, as the forward does (docs/cpu-performance.md).
+  x, kernel = residuals
+  g = cotangent.astype(x.dtype)
+  batch_axes = tuple(range(x.ndim - 1))
+  dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  dkernel = jax.lax.dot_general(x, g, ((batch_axes, batch_axes), ((), ())), preferred_element_type=jnp.float32)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+_low_precision_dot.defvjp(_low_precision_dot_fwd, _low_precision_dot_bwd)
+
+
 def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
-  """x @ kernel (last axis of x, first of kernel) on `dtype` operands, accumulated and returned in float32."""
-  return jnp.dot(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
+  """x @ kernel (last axis of x, first of kernel) on `dtype` operands, accumulated and returned in float32.
+
+  With a dtype below float32 the backward products take the same dtype (the cotangent is rounded to it, as
+  mixed-precision training does everywhere); in float32 this is a plain dot and JAX's own gradient."""
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  if jnp.dtype(dtype) == jnp.float32:
+    return _dot_f32(x, kernel)
+  return _low_precision_dot(x, kernel)
 
 
 class Dense(nn.Module):
@@ -104,6 +146,86 @@ class Conv1x1(nn.Module):
     return matmul(x, kernel[0, 0], self.dtype).astype(self.dtype)
 
 
+def _conv_padding(size: int, k: int, stride: int, rule: str) -> tuple[int, int]:
+  if rule == "torch":
+    return k // 2, k // 2
+  total = max((-(-size // stride) - 1) * stride + k - size, 0)  # TensorFlow's SAME.
+  return total // 2, total - total // 2
+
+
+def _windows(x: jax.Array, k: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """(B, H, W, C) → (B, h, w, k²·C): the k² shifted, strided windows of the zero-padded input, channel order
+  (dy, dx, c) as in kernel.reshape(k²C, out). Pure data movement."""
+  b, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  out_h = (h + sum(pads[0]) - k) // stride + 1
+  out_w = (w + sum(pads[1]) - k) // stride + 1
+  limit = lambda dy, dx: (b, dy + (out_h - 1) * stride + 1, dx + (out_w - 1) * stride + 1, c)
+  windows = [
+    jax.lax.slice(padded, (0, dy, dx, 0), limit(dy, dx), (1, stride, stride, 1)) for dy in range(k) for dx in range(k)
+  ]
+  return windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+
+
+def _bitwise_windows(x: jax.Array, k: int, stride: int, pads) -> jax.Array:
+  """`_windows` of a bfloat16 array moved as its 16-bit patterns. XLA:CPU computes bfloat16 data movement in
+  float32 (convert, pad, slice, concatenate, convert back): the k²-times-wider column array would be written
+  twice and in twice the bytes (docs/cpu-performance.md). Not differentiable: callers define the gradient."""
+  if x.dtype.itemsize != 2:
+    return _windows(x, k, stride, pads)
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint16)
+  return jax.lax.bitcast_convert_type(_windows(bits, k, stride, pads), x.dtype)
+
+
+def patches_matmul(
+  x: jax.Array, kernel: jax.Array, stride: int, pads: tuple[tuple[int, int], tuple[int, int]], dtype: Dtype
+) -> jax.Array:
+  """A k×k convolution (HWIO kernel) as one matmul on the windows of the padded input, returned in float32.
+
+  Forward only (a frozen teacher's): no gradient reaches `x` or the kernel. `same_conv` is the differentiable
+  form of the stride-1, size-preserving case."""
+  x, kernel = jax.lax.stop_gradient(x), jax.lax.stop_gradient(kernel)
+  columns = _bitwise_windows(x.astype(dtype), kernel.shape[0], stride, pads)
+  return _dot_f32(columns, kernel.reshape(-1, kernel.shape[-1]).astype(dtype))
+
+
+def _same_conv_f32(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  k = kernel.shape[0]
+  pads = ((k // 2, k // 2),) * 2
+  return _dot_f32(_bitwise_windows(x, k, 1, pads), kernel.reshape(-1, kernel.shape[-1]))
+
+
+@jax.custom_vjp
+def _same_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _same_conv_f32(x, kernel)
+
+
+def _same_conv_fwd(x, kernel):
+  return _same_conv_f32(x, kernel), (x, kernel)
+
+
+def _same_conv_bwd(residuals, cotangent):
+  # dx is the convolution of the cotangent with the spatially flipped, in/out-transposed kernel; dkernel is
+  # columnsᵀ · cotangent, the columns recomputed (a copy, cheaper to redo than to keep k² times the input).
+  x, kernel = residuals
+  k = kernel.shape[0]
+  g = cotangent.astype(x.dtype)
+  dx = _same_conv_f32(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+  columns = _bitwise_windows(x, k, 1, ((k // 2, k // 2),) * 2)
+  axes = tuple(range(x.ndim - 1))
+  dkernel = jax.lax.dot_general(columns, g, ((axes, axes), ((), ())), preferred_element_type=jnp.float32)
+  return dx.astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
+
+
+def same_conv(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
+  """Stride-1 k×k convolution, zero padding k // 2 (odd k), as im2col + one matmul on `dtype` operands,
+  accumulated and returned in float32; its backward is two more such products (`_same_conv_bwd`)."""
+  return _same_conv(x.astype(dtype), kernel.astype(dtype))
+
+
 class Conv3x3(nn.Module):
   """3×3 convolution, stride 1, zero padding 1, no bias (the FPN's)."""
 
@@ -114,21 +236,16 @@ class Conv3x3(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", torch_default_kernel(), (3, 3, x.shape[-1], self.features))
-    x = x.astype(self.dtype)
-    if conv3x3_form(self.form) == "native":
-      return jax.lax.conv_general_dilated(
-        x,
-        kernel.astype(self.dtype),
-        (1, 1),
-        ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        preferred_element_type=jnp.float32,
-      ).astype(self.dtype)
-    b, h, w, c = x.shape
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    # Channel order (dy, dx, c) matches kernel.reshape(9c, out).
-    columns = jnp.concatenate([padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=-1)
-    return matmul(columns, kernel.reshape(9 * c, self.features), self.dtype).astype(self.dtype)
+    if conv_form(self.form, self.dtype) == "im2col":
+      return same_conv(x, kernel, self.dtype).astype(self.dtype)
+    return jax.lax.conv_general_dilated(
+      x.astype(self.dtype),
+      kernel.astype(self.dtype),
+      (1, 1),
+      ((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      preferred_element_type=jnp.float32,
+    ).astype(self.dtype)
 
 
 class ConvTranspose2x2(nn.Module):
@@ -149,7 +266,7 @@ class ConvTranspose2x2(nn.Module):
 
 
 class Conv(nn.Module):
-  """Bias-free convolution of a frozen teacher (HWIO kernel).
+  """Bias-free convolution of a frozen teacher (HWIO kernel); no gradient flows through its im2col form.
 
   padding "torch": k // 2 on every side, as PyTorch pads (Flax's 'SAME' pads stride-2 layers differently and
   would break parity with torchvision's weights); "SAME": TensorFlow's rule, which puts the odd pixel of padding
@@ -161,11 +278,15 @@ class Conv(nn.Module):
   stride: int = 1
   padding: str = "torch"
   dtype: Dtype = jnp.float32
+  form: str = "auto"  # `conv_form`'s values. im2col is forward-only: the teacher is frozen (`patches_matmul`).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.kaiming_normal(), (k, k, x.shape[-1], self.features))
+    if conv_form(self.form, self.dtype) == "im2col":
+      pads = tuple(_conv_padding(size, k, self.stride, self.padding) for size in x.shape[1:3])
+      return patches_matmul(x, kernel, self.stride, pads, self.dtype).astype(self.dtype)
     padding = ((k // 2, k // 2),) * 2 if self.padding == "torch" else self.padding
     y = jax.lax.conv_general_dilated(
       x.astype(self.dtype),

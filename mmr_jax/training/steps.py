@@ -39,13 +39,15 @@ def create_train_state(params: Any, tx: optax.GradientTransformation, seed_key: 
 def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
   """XLA options of the compiled functions below, for the mesh's backend.
 
-  On the CPU, XLA's YNNPACK fusions are on by default for convolutions, and slow this model down: the native
-  3×3 convolution's backward by 5×, the teacher by a third. Only YNNPACK's reductions are kept, which are faster
-  than XLA's own (the cosine distances of Eq. 1 and 2: 5×); convolutions and matmuls go to XLA's kernels. This is
-  what makes "native" the fast form of the FPN's 3×3 convolutions (models/layers.py). Other backends: no option.
+  On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. Its convolutions slow this model
+  down (the native 3×3 backward by 5×, the teacher by a third), so they go to XLA's own kernels; its single dots
+  are kept, being the only path on which a bfloat16 dot runs at the CPU's bf16 rate (2× float32 on AMD's
+  AVX512-BF16, where XLA's own bf16 dot runs at float32 speed; float32 dots are as fast either way), and its
+  reductions, 5× faster than XLA's for the cosine distances of Eq. 1 and 2. docs/cpu-performance.md has the
+  figures. Other backends: no option.
   """
   if mesh.devices.flat[0].platform == "cpu":
-    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
   return None
 
 
