@@ -100,7 +100,8 @@ def get_config() -> ml_collections.ConfigDict:
       # float32 | bfloat16: dtype of matmuls and activations; parameters, loss and maps stay float32.
       compute_dtype="float32",
       # How the FPN's 3×3 convolutions are computed: "native" (lax.conv) or "im2col" (windows + one matmul); "auto":
-      # native, except im2col in bfloat16 on the CPU, as the teacher's always are (models/layers.py). Same result.
+      # native, except im2col, the teacher's too, in bfloat16 on a CPU with bf16 matrix instructions
+      # (models/layers.py). The same result to rounding.
       conv3x3="auto",
       # Precision of every matmul and convolution of the student and the teacher: "default" (TF32 on GPUs, one
       # bfloat16 pass on TPUs), "high" (bfloat16_3x on TPUs) or "highest" (float32 everywhere). "highest", because

@@ -49,10 +49,10 @@ def benchmark(
   mesh = sharding.make_mesh(num_devices)
   sharding.check_batch_divisible(config.batch_size, mesh, "batch_size")
   devices = mesh.devices.size
-  peaks = timing.probe_peaks(probe_sizes)
+  peaks = timing.probe_peaks(probe_sizes, mesh)
   timings = timing.time_run(config, mesh, warmup, steps_timed)
   # Probe again: the larger of the two brackets the timings (the machine's speed drifts).
-  peaks = {name: max(rate, timing.probe_peaks(probe_sizes)[name]) for name, rate in peaks.items()}
+  peaks = {name: max(rate, timing.probe_peaks(probe_sizes, mesh)[name]) for name, rate in peaks.items()}
   memory, memory_source = timing.peak_memory()
   device = jax.devices()[0]
   # Simulated CPU devices share the host's cores, so the host's peak is the reference; real devices add up.

@@ -42,19 +42,24 @@ def _median_seconds(call: Callable[[], Any], warmup: int, repeats: int) -> tuple
   return statistics.median(times), times
 
 
-def matmul_peak(size: int, dtype: Any, repeats: int = 3) -> float:
+def matmul_peak(size: int, dtype: Any, repeats: int = 3, compiler_options: dict[str, str] | None = None) -> float:
   """FLOP/s of a size³ matmul on the default device, accumulating (and returning) float32."""
   keys = jax.random.split(jax.random.key(0))
   a, b = (jax.random.normal(k, (size, size), jnp.float32).astype(dtype) for k in keys)
-  dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32), compiler_options=compiler_options)
   seconds, _ = _median_seconds(lambda: dot(a, b), warmup=1, repeats=repeats)
   return 2 * size**3 / seconds
 
 
-def probe_peaks(sizes: tuple[int, ...]) -> dict[str, float]:
-  """The best rate over a few square sizes: the device's practical matmul peak, for both compute dtypes."""
+def probe_peaks(sizes: tuple[int, ...], mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """The best rate over a few square sizes, through XLA's default dot path and through the one a run compiles
+  with (`steps.compiler_options`; they differ on the CPU): the device's practical matmul peak, for both dtypes."""
   return {
-    name: max(matmul_peak(s, dtype) for s in sizes)
+    name: max(
+      matmul_peak(s, dtype, compiler_options=options)
+      for s in sizes
+      for options in (None, steps.compiler_options(mesh, dtype))
+    )
     for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
   }
 

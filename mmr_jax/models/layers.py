@@ -5,8 +5,9 @@ patch embedding and a 2×2 stride-2 transposed convolution (non-overlapping outp
 reshaped tensors, on every backend. k×k convolutions are a real choice, made here and nowhere else (`conv_form`):
 the windows of the input + one matmul ("im2col") or `lax.conv` ("native"). In float32, native is the faster form
 on the CPU, forward and backward, once YNNPACK's convolution fusion is off, as it is in every compiled function
-of a run (`training.steps.compiler_options`). In bfloat16 on the CPU, im2col: XLA's bf16 convolutions run no
-faster than float32, its bf16 dots at the CPU's bf16 rate.
+of a run (`training.steps.compiler_options`). In bfloat16, im2col on a CPU with bf16 matrix instructions
+(`cpu_has_bf16_matmul`): XLA's bf16 convolutions run no faster than float32 there, YNNPACK's bf16 dots at the
+CPU's bf16 rate. On a CPU without them a bf16 dot is no faster than a float32 one, and native stays.
 
 Kernels are stored HWIO (kh, kw, in, out) whatever the form, so weight import has one layout per layer type.
 Every matmul takes its operands in the compute dtype and accumulates in float32 (`matmul`): with bfloat16 this
@@ -14,6 +15,8 @@ is the fast and accurate form on every backend (a bf16-output dot is slower than
 backward products take the compute dtype too (their float32 cotangent rounded to it).
 """
 
+import functools
+import pathlib
 from typing import Any
 
 import flax.linen as nn
@@ -26,16 +29,47 @@ CONV3X3_FORMS = ("auto", "im2col", "native")
 PRECISIONS = ("default", "high", "highest")
 
 
+# /proc/cpuinfo flags of bfloat16 matrix instructions: x86's AVX512-BF16 and AMX-BF16, Arm's BF16.
+BF16_MATMUL_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+  """The feature flags of the first CPU in /proc/cpuinfo's text (x86 "flags", Arm "Features")."""
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(":")
+    if key.strip() in ("flags", "Features"):
+      return frozenset(value.split())
+  return frozenset()
+
+
+@functools.cache
+def cpu_has_bf16_matmul() -> bool:
+  """Whether this host's CPU has bfloat16 matrix instructions. Where it has, a bf16 dot with float32
+  accumulation in YNNPACK runs 2× (AVX512-BF16) to 4× (AMX) the float32 rate; where it has not (AVX2 only), at
+  0.6× the float32 rate in YNNPACK and at the float32 rate in XLA's own kernels (docs/cpu-performance.md). Read
+  from /proc/cpuinfo; False where that cannot be read (other systems): the choice that is never slower."""
+  try:
+    return bool(cpu_flags(pathlib.Path("/proc/cpuinfo").read_text()) & BF16_MATMUL_CPU_FLAGS)
+  except OSError:
+    return False
+
+
+def bf16_matmul_units(dtype: Dtype) -> bool:
+  """Whether computing in `dtype` on this backend uses the CPU's bf16 matrix instructions (the forms below and
+  `training.steps.compiler_options` follow it)."""
+  low_precision = jnp.dtype(dtype) != jnp.float32
+  return low_precision and jax.default_backend() == "cpu" and cpu_has_bf16_matmul()
+
+
 def conv_form(form: str, dtype: Dtype) -> str:
-  """Resolves model.conv3x3 for a compute dtype. "auto": the native convolution in float32; im2col in bfloat16
-  on the CPU, where XLA's bfloat16 convolutions run no faster than float32 while bfloat16 dots with float32
-  accumulation run at the CPU's bf16 rate (2× float32 with AVX512-BF16, more with AMX; docs/cpu-performance.md)."""
+  """Resolves model.conv3x3 for a compute dtype. "auto": the native convolution, except im2col where bfloat16
+  runs on the CPU's bf16 matrix instructions (`bf16_matmul_units`): XLA's bfloat16 convolutions run no faster
+  than float32, while bfloat16 dots with float32 accumulation run at the bf16 rate (docs/cpu-performance.md)."""
   if form not in CONV3X3_FORMS:
     raise ValueError(f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {form!r}")
   if form != "auto":
     return form
-  low_precision = jnp.dtype(dtype) != jnp.float32
-  return "im2col" if low_precision and jax.default_backend() == "cpu" else "native"
+  return "im2col" if bf16_matmul_units(dtype) else "native"
 
 
 def torch_default_kernel(in_axis: int = -2, out_axis: int = -1) -> nn.initializers.Initializer:

@@ -36,19 +36,23 @@ def create_train_state(params: Any, tx: optax.GradientTransformation, seed_key: 
   )
 
 
-def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
-  """XLA options of the compiled functions below, for the mesh's backend.
+def compiler_options(mesh: jax.sharding.Mesh, dtype: Any = jnp.float32) -> dict[str, str] | None:
+  """XLA options of the compiled functions below, for the mesh's backend and the model's compute dtype.
 
   On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. Its convolutions slow this model
-  down (the native 3×3 backward by 5×, the teacher by a third), so they go to XLA's own kernels; its single dots
-  are kept, being the only path on which a bfloat16 dot runs at the CPU's bf16 rate (2× float32 on AMD's
-  AVX512-BF16, where XLA's own bf16 dot runs at float32 speed; float32 dots are as fast either way), and its
-  reductions, 5× faster than XLA's for the cosine distances of Eq. 1 and 2. docs/cpu-performance.md has the
-  figures. Other backends: no option.
+  down (the native 3×3 backward by 5×, the teacher by a third), so they go to XLA's own kernels; its reductions
+  are kept, 5× faster than XLA's for the cosine distances of Eq. 1 and 2. Its single dots are kept only where
+  bfloat16 runs on the CPU's bf16 matrix instructions (`layers.bf16_matmul_units`): the only path on which a
+  bf16 dot reaches that rate (2× float32 on AVX512-BF16). Elsewhere XLA's own dots are as fast in float32 and
+  faster in bfloat16 without those instructions (1.7×), and keep the rounding of K seeds in one program equal to
+  that of one seed alone. docs/cpu-performance.md has the figures. Other backends: no option.
   """
-  if mesh.devices.flat[0].platform == "cpu":
-    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-  return None
+  if mesh.devices.flat[0].platform != "cpu":
+    return None
+  fusions = ["LIBRARY_FUSION_TYPE_REDUCE"]
+  if layers.bf16_matmul_units(dtype):
+    fusions.append("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+  return {"xla_cpu_experimental_ynn_fusion_type": ",".join(fusions)}
 
 
 def at_precision(function: Callable, precision: str) -> Callable:
@@ -80,7 +84,7 @@ def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh, precision: str 
     at_precision(features, precision),
     in_shardings=(sharding.replicated(mesh), batch),
     out_shardings=batch,
-    compiler_options=compiler_options(mesh),
+    compiler_options=compiler_options(mesh, teacher.dtype),
   )
 
 
@@ -128,7 +132,7 @@ def make_train_step(
     in_shardings=(replicated, batch, batch, batch, None),
     out_shardings=(replicated, replicated),
     donate_argnums=(0,),
-    compiler_options=compiler_options(mesh),
+    compiler_options=compiler_options(mesh, student.dtype),
   )
 
 
@@ -160,5 +164,5 @@ def make_anomaly_fn(
     anomaly,
     in_shardings=(replicated, batch, batch, replicated),
     out_shardings=per_seed_batch,
-    compiler_options=compiler_options(mesh),
+    compiler_options=compiler_options(mesh, student.dtype),
   )
