@@ -172,7 +172,7 @@ ZEN3_FLAGS = "fpu sse sse2 avx fma f16c avx2 bmi2 sha_ni vaes vpclmulqdq"  # AMD
   ],
 )
 def test_bf16_matrix_instructions_read_from_cpuinfo(cpuinfo, has_bf16):
-  assert bool(layers.cpu_flags(cpuinfo) & layers.BF16_MATMUL_CPU_FLAGS) == has_bf16
+  assert layers.has_bf16_matmul(cpuinfo) == has_bf16
 
 
 @pytest.mark.parametrize("has_bf16", [False, True])

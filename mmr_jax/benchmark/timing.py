@@ -54,14 +54,12 @@ def matmul_peak(size: int, dtype: Any, repeats: int = 3, compiler_options: dict[
 def probe_peaks(sizes: tuple[int, ...], mesh: jax.sharding.Mesh) -> dict[str, float]:
   """The best rate over a few square sizes, through XLA's default dot path and through the one a run compiles
   with (`steps.compiler_options`; they differ on the CPU): the device's practical matmul peak, for both dtypes."""
-  return {
-    name: max(
-      matmul_peak(s, dtype, compiler_options=options)
-      for s in sizes
-      for options in (None, steps.compiler_options(mesh, dtype))
-    )
-    for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
-  }
+  peaks = {}
+  for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+    run_options = steps.compiler_options(mesh, dtype)  # None off the CPU: one path, probed once.
+    paths = (None,) if run_options is None else (None, run_options)
+    peaks[name] = max(matmul_peak(s, dtype, compiler_options=options) for s in sizes for options in paths)
+  return peaks
 
 
 def peak_memory() -> tuple[int, str]:

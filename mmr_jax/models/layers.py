@@ -33,13 +33,14 @@ PRECISIONS = ("default", "high", "highest")
 BF16_MATMUL_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def cpu_flags(cpuinfo: str) -> frozenset[str]:
-  """The feature flags of the first CPU in /proc/cpuinfo's text (x86 "flags", Arm "Features")."""
+def has_bf16_matmul(cpuinfo: str) -> bool:
+  """Whether /proc/cpuinfo's text lists a bfloat16 matrix instruction for its first CPU (x86 "flags", Arm
+  "Features")."""
   for line in cpuinfo.splitlines():
     key, _, value = line.partition(":")
     if key.strip() in ("flags", "Features"):
-      return frozenset(value.split())
-  return frozenset()
+      return not BF16_MATMUL_CPU_FLAGS.isdisjoint(value.split())
+  return False
 
 
 @functools.cache
@@ -49,7 +50,7 @@ def cpu_has_bf16_matmul() -> bool:
   0.6× the float32 rate in YNNPACK and at the float32 rate in XLA's own kernels (docs/cpu-performance.md). Read
   from /proc/cpuinfo; False where that cannot be read (other systems): the choice that is never slower."""
   try:
-    return bool(cpu_flags(pathlib.Path("/proc/cpuinfo").read_text()) & BF16_MATMUL_CPU_FLAGS)
+    return has_bf16_matmul(pathlib.Path("/proc/cpuinfo").read_text())
   except OSError:
     return False
 
