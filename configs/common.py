@@ -7,8 +7,6 @@ Facts follow `docs/spec.md`; section numbers below refer to it.
 
 import ml_collections
 
-from mmr_jax.training import optimizer
-
 # Student encoder sizes (MAE/ViT conventions; head width 64).
 VIT_SIZES = {
   "Ti": dict(width=192, depth=12, num_heads=3),
@@ -111,9 +109,14 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  # lr, warmup_epochs, decay_epochs, decay_factor, weight_decay, b1, b2, eps: the published values (§6), defined
-  # where the parity check reads them too.
-  c.optim = optimizer.published_settings()
+  # AdamW (β = 0.9, 0.95), weight decay 0.05, lr 1e-3 set once per epoch, 50 warm-up epochs, ÷10 after epochs 120
+  # and 160: the published values (§6); the parity check's mmr_jax.training.optimizer.published_settings() holds
+  # the same (a test keeps them equal).
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      lr=1e-3, warmup_epochs=50, decay_epochs=(120, 160), decay_factor=0.1, weight_decay=0.05, b1=0.9, b2=0.95, eps=1e-8
+    )
+  )
 
   c.init = ml_collections.ConfigDict(
     dict(

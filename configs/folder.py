@@ -8,7 +8,7 @@ DIR/ground_truth/<defect type>/<name>_mask.png are optional (without DIR/ground_
 are reported). Any image size, PNG/JPEG/BMP/TIFF: images larger than `data.max_image_side` are shrunk once when
 decoded, and each epoch makes at least `data.min_epoch_images` crops (several passes over a small training set,
 each with its own order and augmentation), so that 30 or 3,000 training images both train well. Check the
-folder first with `python -m mmr_jax.data.check --config=configs/folder.py --config.data.root=DIR`.
+folder first with `python -m mmr_jax check_data --config=configs/folder.py --config.data.root=DIR`.
 
 On an accelerator, scale towards the published setting: `--config.data.image_size=224
 --config.data.resize_size=256 --config.data.max_image_side=0 --config.model.vit.depth=12

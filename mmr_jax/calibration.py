@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-FILE_NAME = "calibration.json"
+from mmr_jax import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,17 +91,14 @@ def write(
     "images": list(map(str, names)),
     "seeds": {str(seed): [float(v) for v in row] for seed, row in zip(seeds, scores)},
   }
-  directory.mkdir(parents=True, exist_ok=True)
-  temporary = directory / f".{FILE_NAME}.tmp"
-  temporary.write_text(json.dumps(record, indent=1) + "\n")
-  temporary.replace(directory / FILE_NAME)
+  files.write_atomic(directory / files.CALIBRATION, json.dumps(record, indent=1) + "\n")
   return [Calibration(np.sort(np.asarray(row, np.float64)), fpr, fraction) for row in scores]
 
 
 def read(directory: pathlib.Path, seed: int, fpr: float | None = None) -> Calibration | None:
   """Seed `seed`'s calibration from DIRECTORY/calibration.json (at `fpr`, default the one recorded); None when
   the run held no images out. Raises ValueError when the file lacks the seed."""
-  path = pathlib.Path(directory) / FILE_NAME
+  path = pathlib.Path(directory) / files.CALIBRATION
   if not path.exists():
     return None
   record = json.loads(path.read_text())

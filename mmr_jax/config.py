@@ -7,6 +7,7 @@ Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when
 import ml_collections
 
 from mmr_jax import errors
+from mmr_jax import runtime
 from mmr_jax.data import layouts
 from mmr_jax.models import layers
 from mmr_jax.models import mmr
@@ -17,6 +18,11 @@ class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work; the message names the key and what to set instead."""
 
   exit_code = 2
+
+
+def seeds_of(config: ml_collections.ConfigDict) -> list[int]:
+  """The seeds a config trains side by side: seed, seed + 1, … (num_seeds of them)."""
+  return [config.seed + k for k in range(config.num_seeds)]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -52,6 +58,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   data = config.data
   _require(data.name in layouts.DATASET_NAMES, f"data.name must be one of {layouts.DATASET_NAMES}, got {data.name!r}")
+  if data.name == "mvtec":
+    if tuple(data.subsets) == ("all",):
+      data.subsets = layouts.MVTEC_CLASSES
+    unknown = [s for s in data.subsets if s not in layouts.MVTEC_CLASSES]
+    _require(
+      not unknown,
+      f"unknown MVTec AD class(es) {', '.join(unknown)}; data.subsets names classes of "
+      f"{', '.join(layouts.MVTEC_CLASSES)}, or 'all' (configs/mvtec.py:CLASS trains one)",
+    )
   _require(bool(data.root), "data.root is empty: pass --config.data.root=DIR, the folder that holds the dataset")
   _require(len(data.subsets) >= 1, "data.subsets must name at least one test subset")
   size, patch = data.image_size, config.model.vit.patch_size
@@ -94,7 +109,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     f"model.compute_dtype must be one of {tuple(mmr.COMPUTE_DTYPES)}, got {model.compute_dtype!r}",
   )
   _require(
-    model.conv3x3 in layers.CONV3X3_FORMS, f"model.conv3x3 must be one of {layers.CONV3X3_FORMS}, got {model.conv3x3!r}"
+    model.conv3x3 in runtime.CONV3X3_CHOICES,
+    f"model.conv3x3 must be one of {runtime.CONV3X3_CHOICES}, got {model.conv3x3!r}",
   )
   _require(
     model.precision in layers.PRECISIONS, f"model.precision must be one of {layers.PRECISIONS}, got {model.precision!r}"

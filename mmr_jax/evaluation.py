@@ -1,103 +1,49 @@
-"""Scores every test subset with K trained students at once and computes the paper's metrics per seed (§5, §8)."""
+"""Evaluation with K trained students at once: every test subset scored (`scoring.Scorer`), the paper's metrics per
+seed (docs/spec.md §5, §8), results.json / results.md and report.html; and the scores of the held-out normals that
+calibrate the decision threshold (§10)."""
 
-import dataclasses
+from __future__ import annotations
+
+import logging
+import pathlib
 import zlib
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
 from mmr_jax import calibration
+from mmr_jax import config as config_lib
 from mmr_jax import metrics
+from mmr_jax import report_page
+from mmr_jax import reports
+from mmr_jax import scoring
+from mmr_jax.data import layouts
 from mmr_jax.data import pipeline
-from mmr_jax.training import sharding
 
 
-@dataclasses.dataclass
-class SubsetPredictions:
-  """Anomaly maps of one test subset for K seeds, with its ground truth."""
-
-  maps: np.ndarray  # (K, N, H, W) float32, smoothed.
-  scores: np.ndarray  # (K, N)
-  masks: np.ndarray  # (N, H, W) uint8
-  labels: np.ndarray  # (N,)
-  names: np.ndarray  # (N,) relative paths
-  kinds: np.ndarray  # (N,) defect types, "good" for normal images
+def describe(config: ml_collections.ConfigDict) -> str:
+  """The run in one line: the header of results.md and report.html."""
+  vit = config.model.vit
+  student = f"ViT {vit.width} wide × {vit.depth} blocks"
+  return (
+    f"MMR on {config.data.name} ({student} student, {config.model.teacher} teacher, "
+    f"{config.data.image_size} px, {config.num_epochs} epochs)"
+  )
 
 
-def predict_subset(
-  config: ml_collections.ConfigDict,
-  subset: str,
-  params: Any,
-  teacher_params: Any,
-  teacher_fn: Callable,
-  anomaly_fn: Callable,
-  mesh: jax.sharding.Mesh,
-) -> SubsetPredictions:
-  """Runs the students (params with a leading seed axis) over one subset's test images."""
+def predict_subset(config: ml_collections.ConfigDict, scorer: scoring.Scorer, params: Any, subset: str):
+  """The K students' maps of one test subset, with its ground truth (scoring.Predictions)."""
   # Masking noise at test time (eval.test_mask_ratio > 0; unused at the published 0): a pure function of the
   # run's seed, the subset and the batch, so that evaluating again gives the same maps.
   subset_key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
-  return predict_batches(
-    pipeline.eval_batches(config, subset), subset_key, params, teacher_params, teacher_fn, anomaly_fn, mesh
-  )
-
-
-def predict_batches(
-  batches: Iterable[dict],
-  key: jax.Array,
-  params: Any,
-  teacher_params: Any,
-  teacher_fn: Callable,
-  anomaly_fn: Callable,
-  mesh: jax.sharding.Mesh,
-) -> SubsetPredictions:
-  """Runs the students over evaluation batches (pipeline.eval_batches' form); batch i masks with fold_in(key, i)
-  when eval.test_mask_ratio > 0."""
-  maps, scores, masks, labels, names, kinds = [], [], [], [], [], []
-  batch_sharding = sharding.batch_sharding(mesh)
-  # Every host reads each whole batch (test sets are small) and places the rows its own devices hold; the
-  # maps come back whole on every host.
-  for index, batch in enumerate(batches):
-    valid = batch["valid"]
-    rng = jax.random.key_data(jax.random.fold_in(key, index))
-    batch_images = jax.device_put(batch["image"], batch_sharding)
-    teacher_features = tuple(f[0] for f in teacher_fn(teacher_params, batch_images[None]))
-    batch_maps, batch_scores = sharding.to_host(anomaly_fn(params, batch_images, teacher_features, rng))
-    maps.append(batch_maps[:, valid])
-    scores.append(batch_scores[:, valid])
-    masks.append(batch["mask"][valid])
-    labels.append(batch["label"][valid])
-    names.append(batch["name"][valid])
-    kinds.append(batch["kind"][valid])
-  return SubsetPredictions(
-    maps=np.concatenate(maps, axis=1),
-    scores=np.concatenate(scores, axis=1),
-    masks=np.concatenate(masks),
-    labels=np.concatenate(labels),
-    names=np.concatenate(names),
-    kinds=np.concatenate(kinds),
-  )
-
-
-def test_images(config: ml_collections.ConfigDict, subset: str, indices: Sequence[int]) -> np.ndarray:
-  """The preprocessed test images at `indices` (in eval order) as uint8 (n, H, W, 3), for the report's
-  overlays. Read again rather than kept from the scoring pass, whose memory would grow with the test set."""
-  wanted = {int(i): None for i in indices}
-  start = 0
-  for batch in pipeline.eval_batches(config, subset):
-    rows = np.flatnonzero(batch["valid"])
-    for row, index in zip(rows, range(start, start + len(rows))):
-      if index in wanted:
-        wanted[index] = pipeline.denormalize(batch["image"][row])
-    start += len(rows)
-  return np.stack([wanted[int(i)] for i in indices])
+  return scorer.score_batches(params, pipeline.eval_batches(config, subset), subset_key)
 
 
 def subset_results(
   config: ml_collections.ConfigDict,
-  predictions: SubsetPredictions,
+  predictions: scoring.Predictions,
   calibrations: Sequence[calibration.Calibration] | None = None,
 ) -> list[dict]:
   """The metrics of one subset, one dict per seed: image_auroc, pixel_auroc, pro (published), aupro; with the
@@ -117,3 +63,56 @@ def subset_results(
       row.update(metrics.decisions_at(predictions.scores[k], predictions.labels, calibrations[k].threshold))
     results.append(row)
   return results
+
+
+def evaluate(
+  config: ml_collections.ConfigDict,
+  scorer: scoring.Scorer,
+  params: Any,
+  out: pathlib.Path,
+  calibrations: Sequence[calibration.Calibration] | None = None,
+  write_report: bool = True,
+) -> dict:
+  """All test subsets, K seeds; writes results.json / results.md (and report.html with its figures) into OUT;
+  returns the top level. With the seeds' calibrations, the results also say how their thresholds fare."""
+  seeds = config_lib.seeds_of(config)
+  per_seed = [{} for _ in seeds]
+  report = report_page.Report(config) if write_report and jax.process_index() == 0 else None
+  for subset in layouts.subset_names(config):
+    predictions = predict_subset(config, scorer, params, subset)
+    for k, results in enumerate(subset_results(config, predictions, calibrations)):
+      per_seed[k][subset] = results
+    if report:
+      report.add(subset, predictions)
+  if jax.process_index() != 0:
+    return {}
+  top = reports.write_results(out, seeds, per_seed, header=describe(config))
+  if report:
+    report.write(out, seeds, per_seed, header=describe(config))
+  return top
+
+
+def calibrate(
+  config: ml_collections.ConfigDict, scorer: scoring.Scorer, params: Any, workdir: pathlib.Path
+) -> list[calibration.Calibration] | None:
+  """Scores the held-out normal training images (data.calibration_fraction) and writes calibration.json; returns
+  the K seeds' calibrations, or None when nothing was held out (the published protocol)."""
+  batches = pipeline.calibration_batches(config)
+  if batches is None:
+    return None
+  predictions = scorer.score_batches(params, batches, jax.random.key(config.seed))
+  seeds = config_lib.seeds_of(config)
+  fraction, fpr = config.data.calibration_fraction, config.eval.threshold_fpr
+  calibrations = [calibration.Calibration(np.sort(row.astype(np.float64)), fpr, fraction) for row in predictions.scores]
+  if jax.process_index() == 0:
+    calibration.write(workdir, seeds, predictions.scores, predictions.names, fraction, fpr)
+  logging.warning("calibrated: %s", "; ".join(f"seed {s}: {c.describe()}" for s, c in zip(seeds, calibrations)))
+  return calibrations
+
+
+def recorded_calibrations(
+  config: ml_collections.ConfigDict, directory: pathlib.Path
+) -> list[calibration.Calibration] | None:
+  """The K seeds' calibrations recorded in DIRECTORY/calibration.json (at eval.threshold_fpr), or None."""
+  found = [calibration.read(directory, seed, config.eval.threshold_fpr) for seed in config_lib.seeds_of(config)]
+  return None if any(c is None for c in found) else found

@@ -1,4 +1,4 @@
-"""Exports a trained MMR for use without this project: `python -m mmr_jax.export --workdir=W --format=jax --out=DIR`.
+"""Exports a trained MMR for use without this project (the command: `python -m mmr_jax export --workdir=W`).
 
 The exported function is teacher + student + anomaly map + image score with one seed's weights inside:
 uint8 RGB images (B, S, S, 3), already resized and centre-cropped as the test transform does (model.json says
@@ -16,58 +16,35 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import pathlib
 from typing import Any, Callable
 
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmr_jax import cli
 from mmr_jax import errors
+from mmr_jax import files
 from mmr_jax import inference
-from mmr_jax import objectives
 from mmr_jax import runtime
-from mmr_jax.data import preprocess
-from mmr_jax.training import steps
 
-EXPORT_FORMATS = ("jax", "savedmodel")
-JAX_FILE = "model.jax"
-SAVEDMODEL_DIR = "savedmodel"
-METADATA_FILE = "model.json"
 # Where the StableHLO artefact can run. Lowering for a platform needs no device of it.
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 def serving_function(model: inference.TrainedModel) -> tuple[Callable, dict[str, Any]]:
-  """(fn, weights): fn(weights, uint8 images (B, S, S, 3)) → (maps (B, S, S), scores (B,)), the computation that
-  `model.score` runs, as one pure function of its weights (NumPy arrays)."""
-
-  config = model.config
-  if config.eval.test_mask_ratio > 0:
+  """(fn, weights): fn(weights, uint8 images (B, S, S, 3)) → (maps (B, S, S), scores (B,)), the scorer's own
+  computation (`scoring.Scorer.serving_function`) with this model's seed's weights as NumPy arrays."""
+  if model.config.eval.test_mask_ratio > 0:
     raise errors.UserError(
-      f"eval.test_mask_ratio={config.eval.test_mask_ratio} makes the maps depend on masking "
+      f"eval.test_mask_ratio={model.config.eval.test_mask_ratio} makes the maps depend on masking "
       f"noise; export supports the published 0 only"
     )
-  student, teacher = model.run.student, model.run.teacher
-  scale, offset = preprocess.normalization_constants()
-
-  def fn(weights, images):
-    x = images.astype(jnp.float32) * scale + offset
-    teacher_features = tuple(f.astype(jnp.float32) for f in teacher.apply({"params": weights["teacher"]}, x))
-    student_features = student.apply({"params": weights["student"]}, x, 0.0)
-    maps = objectives.anomaly_maps(
-      teacher_features, student_features, x.shape[1:3], config.eval.gaussian_sigma, config.eval.gaussian_truncate
-    )
-    return maps.smoothed, maps.score
-
-  weights = jax.device_get(
-    {"student": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params), "teacher": model.run.teacher_params}
-  )
-  weights = jax.tree_util.tree_map(np.asarray, weights)
-  return steps.at_precision(fn, config.model.precision), weights
+  weights = {
+    "student": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params),
+    "teacher": model.scorer.teacher_params,
+  }
+  return model.scorer.serving_function(), jax.tree_util.tree_map(np.asarray, jax.device_get(weights))
 
 
 def metadata(model: inference.TrainedModel, export_format: str, platforms: tuple[str, ...] = ()) -> dict:
@@ -113,10 +90,8 @@ def export_jax(
   exported = jax.export.export(jax.jit(lambda images: fn(weights, images)), platforms=platforms)(
     jax.ShapeDtypeStruct(shape, jnp.uint8)
   )
-  out.mkdir(parents=True, exist_ok=True)
-  (out / JAX_FILE).write_bytes(exported.serialize())
-  (out / METADATA_FILE).write_text(json.dumps(metadata(model, "jax", platforms), indent=2) + "\n")
-  return out / JAX_FILE
+  files.write_json(out / files.EXPORT_METADATA, metadata(model, "jax", platforms))
+  return files.write_atomic(out / files.EXPORTED_JAX, exported.serialize())
 
 
 def export_savedmodel(model: inference.TrainedModel, out: pathlib.Path) -> pathlib.Path:
@@ -136,33 +111,8 @@ def export_savedmodel(model: inference.TrainedModel, out: pathlib.Path) -> pathl
     return {"anomaly_map": anomaly_map, "score": score}
 
   module.serve = serve
-  target = out / SAVEDMODEL_DIR
+  target = out / files.EXPORTED_SAVEDMODEL
   out.mkdir(parents=True, exist_ok=True)
   tf.saved_model.save(module, str(target), signatures={"serving_default": serve})
-  (out / METADATA_FILE).write_text(json.dumps(metadata(model, "savedmodel"), indent=2) + "\n")
+  files.write_json(out / files.EXPORT_METADATA, metadata(model, "savedmodel"))
   return target
-
-
-def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "A training run's workdir.", required=True)
-  flags.DEFINE_enum("format", "jax", EXPORT_FORMATS, "jax: a jax.export artefact; savedmodel: a TF SavedModel.")
-  flags.DEFINE_string("out", None, "Where the artefact and model.json go (default: WORKDIR/export_<format>).")
-  flags.DEFINE_integer("seed", None, "Which of the run's seeds to export (default: its first).")
-  cli.define_flags(config=False, multihost=False)
-
-
-def _export(config) -> None:
-  del config  # The workdir's own.
-  args = flags.FLAGS
-  model = inference.TrainedModel(args.workdir, seed=args.seed)
-  out = pathlib.Path(args.out or os.path.join(args.workdir, f"export_{args.format}"))
-  path = export_jax(model, out) if args.format == "jax" else export_savedmodel(model, out)
-  print(
-    f"exported seed {model.seed} ({model.epochs_trained} epochs) as {args.format}: {path}; model.json beside it"
-    + ("" if model.calibration else " (uncalibrated: no threshold)")
-  )
-
-
-if __name__ == "__main__":
-  _define_flags()
-  cli.launch(__doc__, _export)

@@ -19,65 +19,51 @@ import pathlib
 from typing import Iterator, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 import tqdm
 
 from mmr_jax import calibration
 from mmr_jax import config as config_lib
 from mmr_jax import errors
-from mmr_jax import experiment
 from mmr_jax import figures
+from mmr_jax import files
+from mmr_jax import scoring
 from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
-from mmr_jax.training import sharding
+from mmr_jax.training import resume
 
-CONFIG_FILE = "config.json"
-SCORES_FILE = "scores.csv"
-UNREADABLE_FILE = "unreadable.csv"
-SETTINGS_FILE = "predict.json"
 SCORE_COLUMNS = ("file", "score", "normalised_score", "decision")
-
-
-def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (its config.json), validated."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  if not path.is_file():
-    raise errors.RunError(
-      f"{path} does not exist: --workdir must be the workdir of a training run (train.py "
-      f"writes config.json there; for MVTec AD, WORKDIR/<class>)"
-    )
-  as_tuples = lambda value: tuple(value) if isinstance(value, list) else value
-  tree = json.loads(path.read_text(), object_hook=lambda d: {k: as_tuples(v) for k, v in d.items()})
-  config = ml_collections.ConfigDict(tree)
-  for key, value in experiment.ADDED_KEYS.items():  # A config.json written before they existed.
-    section, leaf = key.split(".")
-    if leaf not in config[section]:
-      config[section][leaf] = value
-  return config_lib.validate(config)
+# What predict.py and the export can do instead when the workdir has no checkpoint (resume.no_checkpoint).
+NO_CHECKPOINT_HINT = ", then score with it"
 
 
 class TrainedModel:
-  """One seed of a trained run: `score` maps preprocessed uint8 images to anomaly maps and image scores."""
+  """One seed of a trained run: `score` maps preprocessed uint8 images to anomaly maps and image scores. Built from
+  the workdir's recorded config and last checkpoint's parameters, through the one scorer (`scoring.Scorer`) that
+  evaluation uses: no optimizer, no training step."""
 
   def __init__(self, workdir: str | os.PathLike, seed: int | None = None, fpr: float | None = None):
     self.workdir = workdir = pathlib.Path(workdir)
-    self.config = load_config(workdir)
-    seeds = experiment.seeds_of(self.config)
+    self.config = resume.read_config(workdir)
+    seeds = config_lib.seeds_of(self.config)
     self.seed = self.config.seed if seed is None else seed
     if self.seed not in seeds:
       raise errors.UserError(f"{workdir} trained seeds {', '.join(map(str, seeds))}; pass one of them as --seed")
     if fpr is not None and not 0 < fpr < 1:
       raise errors.UserError(f"--fpr must lie in (0, 1), e.g. 0.01 for 1 % false positives, got {fpr}")
-    self.run = experiment.Run(self.config)
-    state, epoch = experiment.restore_state(self.run, workdir)
+    self.scorer = scoring.Scorer(self.config)
+    restored = resume.restore_params(workdir, self.config, self.scorer.abstract_params())
+    if restored is None:
+      if self.config.num_epochs != 0:
+        raise resume.no_checkpoint(workdir, NO_CHECKPOINT_HINT)
+      params, self.epochs_trained = self.scorer.initial_params(), 0
+    else:
+      params, self.epochs_trained = restored[0], restored[1] + 1
     k = seeds.index(self.seed)
-    self.params = jax.tree_util.tree_map(lambda leaf: leaf[k : k + 1], state.params)  # Keeps a seed axis of 1.
-    self.epochs_trained = 0 if epoch is None else epoch + 1
+    self.params = jax.tree_util.tree_map(lambda leaf: leaf[k : k + 1], params)  # Keeps a seed axis of 1.
     self.calibration = calibration.read(workdir, self.seed, fpr)
     self._key = jax.random.key(self.seed)
-    self._batches = 0
 
   @property
   def image_size(self) -> int:
@@ -96,21 +82,9 @@ class TrainedModel:
     )[0]
 
   def score(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, S, S, 3) preprocessed images → (anomaly maps (n, S, S), image scores (n,)), float32. Batches are
-    padded to eval_batch_size, so that every call runs the one compiled program."""
-    maps, scores = [], []
-    for start in range(0, len(batch), self.batch_size):
-      chunk = batch[start : start + self.batch_size]
-      padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.uint8)
-      padded[: len(chunk)] = chunk
-      on_mesh = jax.device_put(preprocess.normalize(padded), sharding.batch_sharding(self.run.mesh))
-      teacher_features = tuple(f[0] for f in self.run.teacher_fn(self.run.teacher_params, on_mesh[None]))
-      rng = jax.random.key_data(jax.random.fold_in(self._key, self._batches))  # Used only at test_mask_ratio > 0.
-      self._batches += 1
-      batch_maps, batch_scores = sharding.to_host(self.run.anomaly_fn(self.params, on_mesh, teacher_features, rng))
-      maps.append(batch_maps[0, : len(chunk)])
-      scores.append(batch_scores[0, : len(chunk)])
-    return np.concatenate(maps), np.concatenate(scores)
+    """uint8 (n, S, S, 3) preprocessed images → (anomaly maps (n, S, S), image scores (n,)), float32."""
+    maps, scores = self.scorer.score_images(self.params, batch, self._key)
+    return maps[0], scores[0]
 
   def colour_scale(self) -> tuple[float, float] | None:
     """(vmin, vmax) for overlays, from the calibration: 0 to the score normalised to 1 (twice as far above the
@@ -134,17 +108,17 @@ def list_images(pattern: str) -> tuple[list[str], pathlib.Path]:
     parts = pathlib.Path(pattern).parts
     literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
     base = pathlib.Path(*parts[:literal]) if literal else pathlib.Path(".")
-  files = sorted(
+  image_files = sorted(
     f
     for f in found
     if os.path.isfile(f) and f.lower().endswith(layouts.IMAGE_EXTENSIONS) and not os.path.basename(f).startswith(".")
   )
-  if not files:
+  if not image_files:
     raise errors.UserError(
       f"no image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) at {pattern!r}: pass a file, a "
       f"folder or a quoted glob such as 'photos/**/*.png'"
     )
-  return files, base
+  return image_files, base
 
 
 @dataclasses.dataclass
@@ -154,7 +128,7 @@ class _Loaded:
   problem: str | None
 
 
-def _loaded_batches(model: TrainedModel, files: Sequence[str], workers: int) -> Iterator[list[_Loaded]]:
+def _loaded_batches(model: TrainedModel, image_files: Sequence[str], workers: int) -> Iterator[list[_Loaded]]:
   """Files decoded and preprocessed in threads (PIL releases the GIL), one batch ahead of the model."""
 
   def load(file: str) -> _Loaded:
@@ -163,7 +137,7 @@ def _loaded_batches(model: TrainedModel, files: Sequence[str], workers: int) -> 
     except Exception as error:  # PIL raises many types for bad files; each becomes one line naming the file.
       return _Loaded(file, None, images.describe_failure(file, error))
 
-  chunks = [files[i : i + model.batch_size] for i in range(0, len(files), model.batch_size)]
+  chunks = [image_files[i : i + model.batch_size] for i in range(0, len(image_files), model.batch_size)]
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     pending = [pool.submit(lambda c=c: [load(f) for f in c]) for c in chunks[:1]]
     for index in range(len(chunks)):
@@ -197,7 +171,7 @@ def _append_rows(path: pathlib.Path, columns: Sequence[str], rows: Sequence[dict
 
 def _check_settings(out: pathlib.Path, settings: dict) -> None:
   """Records what the decisions in OUT depend on; an earlier predict into OUT must have had the same."""
-  path = out / SETTINGS_FILE
+  path = out / files.PREDICT_SETTINGS
   if path.exists():
     before = json.loads(path.read_text())
     differing = [k for k in settings if k != "images" and before.get(k) != settings[k]]
@@ -229,7 +203,7 @@ class Summary:
 
 def predict_files(
   model: TrainedModel,
-  files: Sequence[str],
+  image_files: Sequence[str],
   base: pathlib.Path,
   out: pathlib.Path,
   *,
@@ -238,7 +212,7 @@ def predict_files(
   workers: int | None = None,
   show_progress: bool = True,
 ) -> Summary:
-  """Scores `files` into OUT: scores.csv (file, score, normalised score, decision), unreadable.csv,
+  """Scores `image_files` into OUT: scores.csv (file, score, normalised score, decision), unreadable.csv,
   heatmaps/<relative name>.png (every image when `heatmaps` is None, else the `heatmaps` highest-scoring ones, at
   the end), maps/<relative name>.npy with `save_maps`. Resumable: files already in scores.csv or unreadable.csv
   are skipped, and each batch's rows are written after its pictures."""
@@ -251,11 +225,11 @@ def predict_files(
       "threshold": None if c is None else c.threshold,
       "fpr": None if c is None else c.fpr,
       "image_size": model.image_size,
-      "images": len(files),
+      "images": len(image_files),
     },
   )
-  done = _done_files(out / SCORES_FILE) | _done_files(out / UNREADABLE_FILE)
-  pending = [f for f in files if f not in done]
+  done = _done_files(out / files.SCORES) | _done_files(out / files.UNREADABLE)
+  pending = [f for f in image_files if f not in done]
   scale = model.colour_scale()
   unreadable = 0
   progress = tqdm.tqdm(total=len(pending), unit="img", dynamic_ncols=True, disable=not show_progress)
@@ -274,24 +248,24 @@ def predict_files(
         if heatmaps is None:
           _write_overlay(model, out, item.file, base, image, amap, float(score), scale)
         if save_maps:
-          target = out / "maps" / output_name(item.file, base, ".npy")
+          target = out / files.MAPS / output_name(item.file, base, ".npy")
           target.parent.mkdir(exist_ok=True)
           np.save(target, amap.astype(np.float32))
         rows.append(_score_row(model, item.file, float(score)))
-    _append_rows(out / SCORES_FILE, SCORE_COLUMNS, rows)
+    _append_rows(out / files.SCORES, SCORE_COLUMNS, rows)
     if bad:
-      _append_rows(out / UNREADABLE_FILE, ("file", "reason"), bad)
+      _append_rows(out / files.UNREADABLE, ("file", "reason"), bad)
       unreadable += len(bad)
     progress.update(len(loaded))
   progress.close()
-  with open(out / SCORES_FILE) as handle:
+  with open(out / files.SCORES) as handle:
     every = list(csv.DictReader(handle))
   if heatmaps:
     _write_top_overlays(model, out, base, every, heatmaps, scale)
   anomalous = None if c is None else sum(row["decision"] == "anomalous" for row in every)
   return Summary(
     scored=len(pending) - unreadable,
-    skipped=len(files) - len(pending),
+    skipped=len(image_files) - len(pending),
     unreadable=unreadable,
     anomalous=anomalous,
     total=len(every),
@@ -330,7 +304,7 @@ def _write_overlay(
   if rank is not None:
     title = f"#{rank} " + title
   vmin, vmax = scale if scale else (0.0, max(float(amap.max()), 1e-6))
-  target = out / "heatmaps" / output_name(file, base, ".png")
+  target = out / files.HEATMAPS / output_name(file, base, ".png")
   target.parent.mkdir(exist_ok=True)
   target.write_bytes(figures.prediction_overlay(image, amap, vmin, vmax, title))
 
@@ -345,8 +319,8 @@ def _write_top_overlays(
 ) -> None:
   """Overlays of the `count` highest-scoring files of scores.csv, scored again (their maps were not kept)."""
   top = sorted(rows, key=lambda row: -float(row["score"]))[:count]
-  files = [row["file"] for row in top]
-  loaded = [item for batch in _loaded_batches(model, files, 1) for item in batch if item.image is not None]
+  image_files = [row["file"] for row in top]
+  loaded = [item for batch in _loaded_batches(model, image_files, 1) for item in batch if item.image is not None]
   if not loaded:
     return
   batch = np.stack([item.image for item in loaded])

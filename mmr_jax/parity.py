@@ -1,6 +1,6 @@
 """Proof of equality with a PyTorch MMR (docs/parity-format.md).
 
-    python -m mmr_jax.parity --weights W.npz --reference R.npz [--json OUT.json] [--num_heads=N]
+    python -m mmr_jax parity --weights W.npz --reference R.npz [--json OUT.json] [--num_heads=N]
         [--precision default|high|highest]
 
 Loads a PyTorch model's weights (W.npz, PyTorch names and layouts) and its outputs on one batch (R.npz), runs
@@ -12,20 +12,16 @@ not visible in the weights: it defaults to width / 64 (every MAE/ViT size) unles
 
 import dataclasses
 import functools
-import json
-import sys
 from typing import Any, Callable, Mapping
 
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mmr_jax import errors
 from mmr_jax import metrics
 from mmr_jax import objectives
-from mmr_jax import runtime
-from mmr_jax.models import layers
 from mmr_jax.models import mmr
 from mmr_jax.models import posembed
 from mmr_jax.models import resnet
@@ -35,7 +31,6 @@ from mmr_jax.weights import loading
 from mmr_jax.weights import names
 from mmr_jax.weights import readers
 from mmr_jax.weights import structure
-from mmr_jax.weights.errors import WeightsError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +68,8 @@ INPUT_KEYS = {
 }
 
 
-class ParityInputError(ValueError):
-  """A reference or weights file that cannot be used; the message names the file and key."""
+class ParityInputError(errors.UserError, ValueError):
+  """A reference or weights file that cannot be used; the message names the file and key (exit code 2)."""
 
 
 def tolerance(key: str) -> Tolerance:
@@ -346,54 +341,3 @@ def print_table(results: Mapping[str, dict], skipped: list[str], out: Callable[[
     out(f"skipped: {reason}")
   failed = [k for k, r in results.items() if not r["ok"]]
   out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-
-
-def _flag_values() -> flags.FlagValues:
-  """The command's flags, in a FlagValues of its own: `main` can then be called from Python more than once, and
-  beside other commands."""
-  values = flags.FlagValues()
-  flags.DEFINE_string("weights", None, "W.npz: student/<name> and teacher/<name> arrays.", flag_values=values)
-  flags.DEFINE_string("reference", None, "R.npz: inputs and PyTorch outputs.", flag_values=values)
-  flags.DEFINE_string("json", None, "Also write the comparison as JSON here.", flag_values=values)
-  flags.DEFINE_integer("num_heads", None, "Attention heads (default: width / 64).", flag_values=values)
-  flags.DEFINE_enum(
-    "precision",
-    "highest",
-    layers.PRECISIONS,
-    "model.precision of every dot and convolution (default: highest, the float32 proof; default is "
-    "TF32 on GPUs and one bfloat16 pass on TPUs).",
-    flag_values=values,
-  )
-  return values
-
-
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  args = _flag_values()
-  if any(arg in ("-h", "--help") for arg in argv):
-    print(__doc__.strip() + "\n\nFlags:\n" + runtime.flags_help(args))
-    return 0
-  try:
-    rest = args(["python -m mmr_jax.parity", *argv])[1:]
-    if rest or not args.weights or not args.reference:
-      raise flags.Error(
-        "pass --weights=W.npz --reference=R.npz (optionally --json, --num_heads, --precision)"
-        + (f"; unexpected arguments: {' '.join(rest)}" if rest else "")
-      )
-  except flags.Error as error:
-    print(f"parity: {error}", file=sys.stderr)
-    return 2
-  try:
-    results, skipped = run(args.weights, args.reference, args.num_heads, args.precision)
-  except (ParityInputError, WeightsError) as error:
-    print(f"parity: {error}", file=sys.stderr)
-    return 2
-  print_table(results, skipped)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({key: {k: v for k, v in r.items() if k != "tol_kind"} for key, r in results.items()}, f, indent=2)
-  return 0 if all(r["ok"] for r in results.values()) else 1
-
-
-if __name__ == "__main__":
-  sys.exit(main())

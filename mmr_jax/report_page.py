@@ -21,9 +21,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from mmr_jax import evaluation
 from mmr_jax import figures
+from mmr_jax import files
 from mmr_jax import reports
+from mmr_jax import scoring
+from mmr_jax.data import pipeline
 
 PACKAGES = (
   "mmr_jax",
@@ -60,14 +62,14 @@ class Report:
     self.overlays: list[_Overlay] = []
     self.map_range = (np.inf, -np.inf)
 
-  def add(self, subset: str, predictions: evaluation.SubsetPredictions) -> None:
+  def add(self, subset: str, predictions: scoring.Predictions) -> None:
     maps, scores = predictions.maps[0], predictions.scores[0]
     self.scores[subset] = (scores, predictions.labels)
     self.map_range = (min(self.map_range[0], float(maps.min())), max(self.map_range[1], float(maps.max())))
     picks = figures.pick_examples(scores, predictions.kinds, self.config.eval.heatmaps_per_kind)
     if not picks:
       return
-    images = evaluation.test_images(self.config, subset, [p.index for p in picks])
+    images = pipeline.test_images(self.config, subset, [p.index for p in picks])
     for pick, image in zip(picks, images):
       label = "anomalous" if predictions.labels[pick.index] else "normal"
       name = str(predictions.names[pick.index])
@@ -99,9 +101,8 @@ class Report:
         "domains.png": figures.domains_side_by_side(self.scores),
         "score_distributions.png": figures.score_distributions(self.scores),
       }
-      (directory / "figures").mkdir(parents=True, exist_ok=True)
       for name, png in plots.items():
-        (directory / "figures" / name).write_bytes(png)
+        files.write_atomic(directory / files.FIGURES / name, png)
       sections += [
         f"<h2>Image scores per domain{first}</h2>",
         _img(plots["domains.png"], "image scores per domain"),
@@ -120,9 +121,9 @@ class Report:
           sections.append(f"<h3>{html.escape(subset)}</h3>")
         for item in chosen:
           png = figures.overlay(item.image, item.mask, item.amap, vmin, vmax, item.title)
-          folder = directory / "heatmaps" / subset
-          folder.mkdir(parents=True, exist_ok=True)
-          (folder / (item.name.replace("/", "__").rsplit(".", 1)[0] + ".png")).write_bytes(png)
+          files.write_atomic(
+            directory / files.HEATMAPS / subset / (item.name.replace("/", "__").rsplit(".", 1)[0] + ".png"), png
+          )
           sections.append(_img(png, item.title))
     sections += [
       "<h2>Config</h2>",
@@ -132,9 +133,9 @@ class Report:
       "<h2>Software</h2>",
       _versions_table(),
     ]
-    path = directory / "report.html"
-    path.write_text(_PAGE.format(title=html.escape(header), body="\n".join(sections)))
-    return path
+    return files.write_atomic(
+      directory / files.REPORT, _PAGE.format(title=html.escape(header), body="\n".join(sections))
+    )
 
 
 def _html_table(results: reports.Results, std) -> str:

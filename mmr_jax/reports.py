@@ -1,13 +1,13 @@
 """What a run leaves for people: results.json and a results.md table laid out like the paper's (the figures and
 report.html: mmr_jax/report_page.py)."""
 
-import json
 import math
 import pathlib
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from mmr_jax import files
 from mmr_jax import metrics
 
 METRIC_NAMES = {
@@ -98,13 +98,13 @@ def seeds_text(seeds: Sequence[int]) -> str:
 def write_results(workdir: pathlib.Path, seeds: Sequence[int], per_seed: Sequence[Results], header: str = "") -> dict:
   """Writes results.json and results.md. One seed: its results. K seeds: each under seed_<s>/results.json,
   and at the top the mean over seeds (results.json) and mean ± std (results.md). Returns the top-level dict."""
-  workdir.mkdir(parents=True, exist_ok=True)
   per_seed = [with_mean(r) for r in per_seed]
   if len(per_seed) > 1:
     for seed, results in zip(seeds, per_seed):
-      (workdir / f"seed_{seed}").mkdir(exist_ok=True)
-      (workdir / f"seed_{seed}" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+      files.write_json(files.seed_results(workdir, seed, len(seeds)), results)
   top, std = over_seeds(per_seed)
-  (workdir / "results.json").write_text(json.dumps(top, indent=2) + "\n")
-  (workdir / "results.md").write_text(markdown_table(top, std, title=f"{header} ({seeds_text(seeds)})".strip()))
+  files.write_json(workdir / files.RESULTS, top)
+  files.write_atomic(
+    workdir / files.RESULTS_TABLE, markdown_table(top, std, title=f"{header} ({seeds_text(seeds)})".strip())
+  )
   return top

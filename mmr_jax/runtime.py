@@ -1,13 +1,19 @@
-"""Process-wide settings of the entry points: the compilation cache, and the host allocator XLA:CPU runs on."""
+"""Process-wide settings and host facts, decided once where a command starts and handed down as plain values: the
+compilation cache, the host allocator XLA:CPU runs on, and the `Platform` the compiled functions are built for
+(which convolution form, which compiler options). Nothing below this module looks at the host."""
+
+from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import os
 import pathlib
 import platform
 import sys
-from typing import Mapping
+from typing import Any, Mapping
 
 # glibc's malloc settings for XLA:CPU. A compiled step mallocs its temporary buffers (GiBs at the paper's
 # configuration) and glibc serves blocks that large as fresh mmaps, unmapped again on free: every step
@@ -80,28 +86,14 @@ def relaunch_with_malloc_tunables() -> None:
   os.execve(sys.executable, sys.orig_argv, environment)
 
 
-HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
-
-
-def exit_on_help(doc: str, argv: list[str] = sys.argv, shared_flags_module: str | None = None) -> None:
-  """Prints the entry point's docstring and its flags (and those `shared_flags_module` defines for it) and exits 0
-  when asked for help (absl's --help exits 1, and would come after the relaunch and the imports)."""
-  if not any(arg in HELP_FLAGS for arg in argv[1:]):
-    return
-  from absl import flags
-
-  text = flags.FLAGS.main_module_help()
-  if shared_flags_module:
-    text += "\n" + flags.FLAGS.module_help(shared_flags_module)
-  print(doc.strip() + "\n\nFlags:\n" + text)
-  sys.exit(0)
-
-
 def flags_help(values) -> str:
-  """One line per flag of an absl FlagValues of a command's own (name, help, default), for its --help."""
-  return "\n".join(f"  --{name}: {values[name].help} (default: {values[name].default!r})" for name in values)
+  """One line per flag of an absl FlagValues of a command's own (name, help, default), for its --help; boolean
+  flags as absl writes them, --[no]name."""
+  name_of = lambda name: f"[no]{name}" if values[name].boolean else name
+  return "\n".join(f"  --{name_of(name)}: {values[name].help} (default: {values[name].default!r})" for name in values)
 
 
+@functools.cache
 def import_tensorflow():
   """TensorFlow, imported with its C++ start-up lines silenced (below) and kept off every GPU: tf.data and TFDS
   run on the host, and a GPU that TF grabbed would be memory JAX cannot use."""
@@ -131,3 +123,80 @@ def native_stderr_silenced():
   finally:
     os.dup2(saved, 2)
     os.close(saved)
+
+
+# /proc/cpuinfo flags of bfloat16 matrix instructions: x86's AVX512-BF16 and AMX-BF16, Arm's BF16.
+BF16_MATMUL_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+# model.conv3x3: "auto" is resolved here (`Platform.conv3x3_form`); the models take one of the concrete forms.
+CONV3X3_CHOICES = ("auto", "im2col", "native")
+
+
+def has_bf16_matmul(cpuinfo: str) -> bool:
+  """Whether /proc/cpuinfo's text lists a bfloat16 matrix instruction for its first CPU (x86 "flags", Arm
+  "Features")."""
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(":")
+    if key.strip() in ("flags", "Features"):
+      return not BF16_MATMUL_CPU_FLAGS.isdisjoint(value.split())
+  return False
+
+
+@functools.cache
+def cpu_has_bf16_matmul() -> bool:
+  """Whether this host's CPU has bfloat16 matrix instructions. Where it has, a bf16 dot with float32
+  accumulation in YNNPACK runs 2× (AVX512-BF16) to 4× (AMX) the float32 rate; where it has not (AVX2 only), at
+  0.6× the float32 rate in YNNPACK and at the float32 rate in XLA's own kernels (docs/cpu-performance.md). Read
+  from /proc/cpuinfo; False where that cannot be read (other systems): the choice that is never slower."""
+  try:
+    return has_bf16_matmul(pathlib.Path("/proc/cpuinfo").read_text())
+  except OSError:
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Platform:
+  """Where a run's programs execute and the host facts their form depends on. Built once from the mesh's devices
+  (`Platform.of`), or named for another platform (`Platform("tpu")`: what a program lowered on this CPU for a TPU
+  is built with); the models and steps receive only what it resolves (a convolution form, compiler options)."""
+
+  backend: str  # JAX's platform name of the devices: "cpu", "cuda", "rocm", "tpu".
+  cpu_bf16_matmul: bool = False  # Only ever True when backend is "cpu".
+
+  @classmethod
+  def of(cls, device: Any) -> Platform:
+    """The platform of a JAX device (e.g. `mesh.devices.flat[0]`), with the host CPU's facts where it is one."""
+    backend = device.platform
+    return cls(backend, cpu_bf16_matmul=backend == "cpu" and cpu_has_bf16_matmul())
+
+  def bf16_matmul_units(self, compute_dtype: str) -> bool:
+    """Whether computing in `compute_dtype` (model.compute_dtype) uses the CPU's bf16 matrix instructions."""
+    return compute_dtype != "float32" and self.backend == "cpu" and self.cpu_bf16_matmul
+
+  def conv3x3_form(self, requested: str, compute_dtype: str) -> str:
+    """model.conv3x3 resolved for this platform: "auto" is the native convolution, except im2col where bfloat16
+    runs on the CPU's bf16 matrix instructions: XLA's bfloat16 convolutions run no faster than float32 there,
+    while bfloat16 dots with float32 accumulation run at the bf16 rate (docs/cpu-performance.md). The teacher's
+    k×k convolutions follow the same choice."""
+    if requested not in CONV3X3_CHOICES:
+      raise ValueError(f"model.conv3x3 must be one of {CONV3X3_CHOICES}, got {requested!r}")
+    if requested != "auto":
+      return requested
+    return "im2col" if self.bf16_matmul_units(compute_dtype) else "native"
+
+  def compiler_options(self, compute_dtype: str) -> dict[str, str] | None:
+    """XLA options of a run's compiled functions for this platform and model.compute_dtype.
+
+    On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. Its convolutions slow this
+    model down (the native 3×3 backward by 5×, the teacher by a third), so they go to XLA's own kernels; its
+    reductions are kept, 5× faster than XLA's for the cosine distances of Eq. 1 and 2. Its single dots are kept
+    only where bfloat16 runs on the CPU's bf16 matrix instructions (`bf16_matmul_units`): the only path on which
+    a bf16 dot reaches that rate (2× float32 on AVX512-BF16). Elsewhere XLA's own dots are as fast in float32 and
+    faster in bfloat16 without those instructions (1.7×), and keep the rounding of K seeds in one program equal
+    to that of one seed alone. docs/cpu-performance.md has the figures. Other platforms: no option.
+    """
+    if self.backend != "cpu":
+      return None
+    fusions = ["LIBRARY_FUSION_TYPE_REDUCE"]
+    if self.bf16_matmul_units(compute_dtype):
+      fusions.append("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+    return {"xla_cpu_experimental_ynn_fusion_type": ",".join(fusions)}

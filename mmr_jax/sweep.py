@@ -1,9 +1,9 @@
 """Scaling sweep: benchmark throughput over batch sizes and device counts; writes a CSV and a PNG plot.
 
-    python -m mmr_jax.sweep --config=configs/synthetic.py --batch_sizes=8,16,32 --devices=1,2,4,8 --out=runs/sweep
-    python -m mmr_jax.sweep --config=configs/scaling/vit_s.py --batch_sizes=16,32 --devices=1 --out=runs/vit_s
+    python -m mmr_jax sweep --config=configs/synthetic.py --batch_sizes=8,16,32 --devices=1,2,4,8 --out=runs/sweep
+    python -m mmr_jax sweep --config=configs/scaling/vit_s.py --batch_sizes=16,32 --devices=1 --out=runs/vit_s
 
-Each point is one `python -m mmr_jax.benchmark` child process (so every point has its own compile, memory peak
+Each point is one `python -m mmr_jax benchmark` child process (so every point has its own compile, memory peak
 and matmul-peak probe), with `--config.*` overrides passed on. On a CPU host the devices are simulated
 (XLA_FLAGS=--xla_force_host_platform_device_count=max(--devices), set for the children before JAX starts); they
 share the host's cores, so more of them measure the cost of data parallelism, not a speed-up. Batch sizes that
@@ -19,9 +19,6 @@ import pathlib
 import subprocess
 import sys
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
 COLUMNS = (
   "devices",
@@ -109,7 +106,8 @@ def run_point(
   command = [
     sys.executable,
     "-m",
-    "mmr_jax.benchmark",
+    "mmr_jax",
+    "benchmark",
     *config_args,
     f"--batch={batch}",
     f"--devices={devices}",
@@ -205,51 +203,3 @@ def sweep(
     f"{first['compute_dtype']}, {first['device_kind']}",
   )
   return rows
-
-
-def _positive_ints(values: list[str], name: str) -> list[int]:
-  try:
-    numbers = [int(v) for v in values]
-  except ValueError:
-    raise app.UsageError(f"--{name} must be a comma-separated list of integers, got {','.join(values)}") from None
-  if not numbers or min(numbers) < 1:
-    raise app.UsageError(f"--{name} must list positive integers, got {','.join(values)}")
-  return numbers
-
-
-def define_flags() -> None:
-  """Command-line flags, defined only when this module is the program (it is also imported as a library)."""
-  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.", lock_config=False)
-  flags.DEFINE_list("batch_sizes", ["8", "16", "32"], "Global batch sizes.")
-  flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Device counts of the data axis.")
-  flags.DEFINE_string("out", None, "Output folder: sweep.csv, sweep.png and one JSON per point.")
-  flags.DEFINE_integer("steps", 3, "Timed calls per point (median reported).")
-  flags.DEFINE_integer("warmup", 1, "Untimed calls per point after compilation.")
-  flags.DEFINE_list("probe_sizes", ["1024", "2048"], "Square matmul sizes of each point's peak probe.")
-
-
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  f = flags.FLAGS
-  if f.config is None or f.out is None:
-    raise app.UsageError("--config and --out are required, e.g. --config=configs/synthetic.py --out=runs/sweep")
-  out = pathlib.Path(f.out)
-  try:
-    sweep(
-      config_arguments(sys.argv[1:]),
-      _positive_ints(f.batch_sizes, "batch_sizes"),
-      _positive_ints(f.devices, "devices"),
-      out,
-      steps=f.steps,
-      warmup=f.warmup,
-      probe_sizes=[str(size) for size in _positive_ints(f.probe_sizes, "probe_sizes")],
-    )
-  except (RuntimeError, ValueError) as error:
-    raise app.UsageError(str(error)) from error
-  print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

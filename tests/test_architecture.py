@@ -16,8 +16,11 @@ def _checker():
   return module
 
 
-def test_imports_flow_one_way():
-  assert _checker().violations(REPO / "mmr_jax") == []
+def test_imports_flow_one_way_the_models_read_no_host_and_the_configs_import_no_library():
+  checker = _checker()
+  assert checker.violations(REPO / "mmr_jax") == []
+  assert checker.host_reads(REPO / "mmr_jax") == []
+  assert checker.config_imports(REPO / "configs") == []
 
 
 def _copy_with(tmp_path, name, module, line):
@@ -48,6 +51,22 @@ def test_the_check_fails_on_an_upward_import_and_on_a_cycle(tmp_path):
     text=True,
   )
   assert result.returncode == 1 and "upward import" in result.stdout
+
+
+def test_the_check_fails_where_a_model_reads_the_host_or_a_config_imports_the_library(tmp_path):
+  checker = _checker()
+  package = _copy_with(tmp_path, "host", "models/layers.py", "\n\ndef _late():\n  return jax.default_backend()\n")
+  assert any(
+    p.startswith("host read: mmr_jax/models/layers.py:") and "jax.default_backend" in p
+    for p in checker.host_reads(package)
+  )
+  package = _copy_with(tmp_path, "cpuinfo", "models/fpn.py", "\nimport pathlib\n")
+  assert "host read: mmr_jax/models/fpn.py imports pathlib" in checker.host_reads(package)
+  configs = tmp_path / "configs"
+  shutil.copytree(REPO / "configs", configs, ignore=shutil.ignore_patterns("__pycache__"))
+  with open(configs / "common.py", "a") as handle:
+    handle.write("\nfrom mmr_jax.training import optimizer\n")
+  assert checker.config_imports(configs) == ["config import: configs/common.py imports mmr_jax.training.optimizer"]
 
 
 def test_every_module_imports_in_a_fresh_interpreter():

@@ -49,9 +49,9 @@ def command_env(tmp_path_factory):
   }
 
 
-def run_module(env: dict, module: str, *args: str) -> subprocess.CompletedProcess:
+def run_command(env: dict, command: str, *args: str) -> subprocess.CompletedProcess:
   result = subprocess.run(
-    [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600
+    [sys.executable, "-m", "mmr_jax", command, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600
   )
   assert result.returncode == 0, result.stderr[-3000:]
   return result
@@ -84,9 +84,9 @@ def test_training_and_inference_flops_add_up():
 def test_benchmark_command_writes_json(tmp_path, command_env):
   out = tmp_path / "bench.json"
   # The sweep's children see this XLA_FLAGS value; --devices=1 makes the same one-device programs.
-  result = run_module(
+  result = run_command(
     {**command_env, "XLA_FLAGS": XLA_FLAGS},
-    "mmr_jax.benchmark",
+    "benchmark",
     *TINY,
     "--batch=4",
     "--devices=1",
@@ -126,9 +126,9 @@ def test_benchmark_and_sweep_import_no_tensorflow():
 
 
 def test_sweep_writes_csv_and_plot(tmp_path, command_env):
-  run_module(
+  run_command(
     command_env,
-    "mmr_jax.sweep",
+    "sweep",
     *TINY,
     "--batch_sizes=4",
     f"--devices=1,{SIMULATED_DEVICES}",
@@ -181,7 +181,7 @@ def test_bfloat16_features_stay_close_to_float32():
   for dtype in ("float32", "bfloat16"):
     config = synthetic.get_config()
     config.model.compute_dtype = dtype
-    student, teacher = mmr.build_student(config.model), mmr.build_teacher(config.model)
+    student, teacher = mmr.build_student(config.model, "native"), mmr.build_teacher(config.model, "native")
     student_params, teacher_params = host_random_params(student), host_random_params(teacher)
     teacher_features = steps.make_teacher_fn(teacher, mesh)(teacher_params, images)
     features = jax.jit(lambda p, x: student.apply({"params": p}, x, 0.0))(student_params, images[0])

@@ -7,13 +7,26 @@ import pytest
 
 from configs import common
 from configs import folder
+from configs import mvtec
 from configs import synthetic
 from mmr_jax import config as config_lib
+from mmr_jax.data import layouts
+from mmr_jax.training import optimizer
 
 
 def test_the_shipped_configs_validate():
   for config in (common.get_config(), synthetic.get_config()):
     config_lib.validate(config)
+
+
+def test_facts_the_configs_spell_out_equal_the_librarys():
+  """The configs import nothing from mmr_jax (tools/check_imports.py), so the published optimiser and the MVTec
+  classes reach them by value: the same values."""
+  assert common.get_config().optim.to_dict() == optimizer.published_settings().to_dict()
+  assert config_lib.validate(mvtec.get_config()).data.subsets == layouts.MVTEC_CLASSES
+  assert config_lib.validate(mvtec.get_config("bottle")).data.subsets == ("bottle",)
+  with pytest.raises(config_lib.ConfigError, match=r"unknown MVTec AD class\(es\) botle; .*bottle"):
+    config_lib.validate(mvtec.get_config("botle"))
 
 
 def test_comma_form_of_a_list_is_split():

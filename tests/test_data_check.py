@@ -1,4 +1,4 @@
-"""`python -m mmr_jax.data.check`: counts, problems named with their paths, exit codes."""
+"""`python -m mmr_jax check_data`: counts, problems named with their paths, exit codes."""
 
 import subprocess
 import sys
@@ -86,7 +86,8 @@ def test_command_line_exit_codes(tmp_path):
   command = [
     sys.executable,
     "-m",
-    "mmr_jax.data.check",
+    "mmr_jax",
+    "check_data",
     "--config=configs/aebad_s.py",
     f"--config.data.root={root}",
     "--config.data.subsets=('same','view')",

@@ -16,12 +16,13 @@ from sklearn import metrics as sk_metrics
 
 from mmr_jax import calibration
 from mmr_jax import evaluation
+from mmr_jax import experiment
 from mmr_jax import export
+from mmr_jax import files
 from mmr_jax import inference
 from mmr_jax import metrics
 from mmr_jax.data import images
 from mmr_jax.data import sources
-from mmr_jax import experiment
 from tests import test_training
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -110,28 +111,26 @@ def test_predict_scores_every_image_as_evaluate_does_and_resumes(config, data_ro
     shutil.copy(file, target)
   (folder / "good" / "broken.png").write_bytes(b"not an image")
   (folder / "good" / "._0000.png").write_bytes(b"macOS fork")  # Hidden: not listed at all.
-  files, base = inference.list_images(str(folder))
-  assert len(files) == len(test_files) + 1 and base == folder
+  image_files, base = inference.list_images(str(folder))
+  assert len(image_files) == len(test_files) + 1 and base == folder
 
   out = tmp_path / "out"
-  first = inference.predict_files(model, files[:3], base, out, show_progress=False)
+  first = inference.predict_files(model, image_files[:3], base, out, show_progress=False)
   assert first.scored == 3
-  with open(out / inference.SCORES_FILE, "a") as handle:
-    handle.write(f"{files[3]},1.0")  # A torn line, as a kill mid-write leaves.
-  summary = inference.predict_files(model, files, base, out, save_maps=True, show_progress=False)
+  with open(out / files.SCORES, "a") as handle:
+    handle.write(f"{image_files[3]},1.0")  # A torn line, as a kill mid-write leaves.
+  summary = inference.predict_files(model, image_files, base, out, save_maps=True, show_progress=False)
   assert (summary.skipped, summary.unreadable, summary.total) == (3, 1, len(test_files))
-  with open(out / inference.SCORES_FILE) as handle:
+  with open(out / files.SCORES) as handle:
     rows = list(csv.DictReader(handle))
-  assert sorted(row["file"] for row in rows) == sorted(f for f in files if "broken" not in f)
-  unreadable = (out / inference.UNREADABLE_FILE).read_text()
+  assert sorted(row["file"] for row in rows) == sorted(f for f in image_files if "broken" not in f)
+  unreadable = (out / files.UNREADABLE).read_text()
   assert "broken.png" in unreadable and "does not decode" in unreadable
   assert len(list((out / "heatmaps").glob("*.png"))) == len(test_files)
   assert np.load(out / "maps" / "good__0000.npy").shape == (64, 64)
 
   # The same scores as evaluate's for every test image of the subset.
-  predictions = evaluation.predict_subset(
-    config, "same", model.params, model.run.teacher_params, model.run.teacher_fn, model.run.anomaly_fn, model.run.mesh
-  )
+  predictions = evaluation.predict_subset(config, model.scorer, model.params, "same")
   evaluated = {
     pathlib.Path(n).parts[-3] + "/" + pathlib.Path(n).name: s for n, s in zip(predictions.names, predictions.scores[0])
   }
@@ -148,7 +147,7 @@ def test_predict_scores_every_image_as_evaluate_does_and_resumes(config, data_ro
     assert float(row["normalised_score"]) == pytest.approx(float(c.normalise(float(row["score"]))), abs=1e-6)
 
   with pytest.raises(inference.errors.UserError, match="another threshold"):
-    inference.predict_files(inference.TrainedModel(model.workdir, fpr=0.5), files, base, out, show_progress=False)
+    inference.predict_files(inference.TrainedModel(model.workdir, fpr=0.5), image_files, base, out, show_progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +179,7 @@ RUN_EXPORTED = textwrap.dedent("""
 
 def test_the_jax_export_runs_without_the_project_and_equals_the_native_function(model, batch, tmp_path):
   path = export.export_jax(model, tmp_path / "export")
-  meta = (tmp_path / "export" / export.METADATA_FILE).read_text()
+  meta = (tmp_path / "export" / files.EXPORT_METADATA).read_text()
   assert '"threshold": ' in meta and '"calibrated": true' in meta
   script = tmp_path / "run_exported.py"
   script.write_text(RUN_EXPORTED)

@@ -14,8 +14,6 @@ from mmr_jax.models import posembed
 from mmr_jax.models import resnet
 from mmr_jax.models import teachers
 from mmr_jax.models import vit
-from mmr_jax.training import sharding
-from mmr_jax.training import steps
 
 SIZE = 64
 PATCH = 16
@@ -156,43 +154,6 @@ def test_conv3x3_forms_agree_with_their_gradients(dtype):
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     scale = float(jnp.max(jnp.abs(w)))
     np.testing.assert_allclose(np.asarray(g, np.float32), w, atol=tol * scale)
-
-
-ZEN3_FLAGS = "fpu sse sse2 avx fma f16c avx2 bmi2 sha_ni vaes vpclmulqdq"  # AMD EPYC 7xx3: no bf16 instructions.
-
-
-@pytest.mark.parametrize(
-  "cpuinfo,has_bf16",
-  [
-    (f"processor\t: 0\nflags\t\t: {ZEN3_FLAGS}\n", False),
-    (f"processor\t: 0\nflags\t\t: {ZEN3_FLAGS} avx512f avx512_bf16\n", True),  # AMD EPYC 9xx4.
-    (f"processor\t: 0\nflags\t\t: {ZEN3_FLAGS} avx512f amx_bf16 amx_tile\n", True),  # Intel Xeon (AMX).
-    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),  # Arm Neoverse V1.
-    ("processor\t: 0\n", False),
-  ],
-)
-def test_bf16_matrix_instructions_read_from_cpuinfo(cpuinfo, has_bf16):
-  assert layers.has_bf16_matmul(cpuinfo) == has_bf16
-
-
-@pytest.mark.parametrize("has_bf16", [False, True])
-def test_bf16_forms_follow_the_cpus_matrix_instructions(monkeypatch, has_bf16):
-  """im2col and YNNPACK's dots only where bfloat16 has its own instructions (docs/cpu-performance.md); float32
-  keeps the native convolution and XLA's dots on every CPU."""
-  monkeypatch.setattr(layers, "cpu_has_bf16_matmul", lambda: has_bf16)
-  on_cpu = jax.default_backend() == "cpu"
-  mesh = sharding.make_mesh(None)
-  assert layers.conv_form("auto", jnp.float32) == "native"
-  assert layers.conv_form("auto", jnp.bfloat16) == ("im2col" if on_cpu and has_bf16 else "native")
-  assert layers.conv_form("native", jnp.bfloat16) == "native"
-  assert layers.conv_form("im2col", jnp.float32) == "im2col"
-  if on_cpu:
-    fusions = lambda dtype: steps.compiler_options(mesh, dtype)["xla_cpu_experimental_ynn_fusion_type"].split(",")
-    assert fusions(jnp.float32) == ["LIBRARY_FUSION_TYPE_REDUCE"]
-    dots = ["LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"] if has_bf16 else []
-    assert fusions(jnp.bfloat16) == ["LIBRARY_FUSION_TYPE_REDUCE", *dots]
-  with pytest.raises(ValueError, match="model.conv3x3"):
-    layers.conv_form("winograd", jnp.float32)
 
 
 @pytest.mark.parametrize("k,stride,padding", [(7, 2, "torch"), (3, 2, "torch"), (1, 2, "torch"), (3, 2, "SAME")])

@@ -1,4 +1,4 @@
-"""`python -m mmr_jax.parity` on reference files made by an independent PyTorch MMR (tools/make_parity_files.py).
+"""`python -m mmr_jax parity` on reference files made by an independent PyTorch MMR (tools/make_parity_files.py).
 
 tiny64: micro student + micro ResNet teacher at 64 px (grid 4 = the table's grid); tiny96: the same at 96 px, so
 the encoder table is resized bicubically; metrics_R: a metrics-only reference (official PRO, AUPRO, AUROCs).
@@ -10,6 +10,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from mmr_jax import cli
 from mmr_jax import parity
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -18,18 +19,8 @@ NUM_HEADS = 2  # The micro student's; not visible in the weights (parity default
 
 def run_parity(tmp_path, weights, reference, *extra):
   out = tmp_path / "parity.json"
-  code = parity.main(
-    [
-      "--weights",
-      str(weights),
-      "--reference",
-      str(reference),
-      "--json",
-      str(out),
-      "--num_heads",
-      str(NUM_HEADS),
-      *extra,
-    ]
+  code = cli.run(
+    ["parity", f"--weights={weights}", f"--reference={reference}", f"--json={out}", f"--num_heads={NUM_HEADS}", *extra]
   )
   return code, (json.loads(out.read_text()) if out.exists() else None)
 
@@ -119,5 +110,5 @@ def test_parity_names_a_bad_key(tmp_path, capsys):
   weights["student/blocks.1.mlp.fc1.weight"] = weights["student/blocks.1.mlp.fc1.weight"][:, :7]
   np.savez(tmp_path / "W.npz", **weights)
   code, _ = run_parity(tmp_path, tmp_path / "W.npz", GOLDEN / "tiny64_R.npz")
-  assert code == 2
+  assert code == 4  # A weights error (errors.py's exit codes).
   assert "blocks.1.mlp.fc1.weight" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from mmr_jax import evaluation
+from mmr_jax import scoring
 from mmr_jax import figures
 from mmr_jax import metrics
 from mmr_jax import report_page
@@ -65,7 +65,7 @@ def report(tmp_path_factory):
     maps = rng.random((2, labels.size, 32, 32)).astype(np.float32) + labels[None, :, None, None]
     page.add(
       subset,
-      evaluation.SubsetPredictions(
+      scoring.Predictions(
         maps=maps,
         scores=maps.max(axis=(2, 3)),
         masks=np.concatenate([b["mask"] for b in batches])[valid],

@@ -1,4 +1,5 @@
-"""The entry points' process settings: the glibc allocator relaunch (runtime.relaunch_with_malloc_tunables)."""
+"""The commands' process settings: the glibc allocator relaunch (runtime.relaunch_with_malloc_tunables), and the
+platform choices made once at the start (runtime.Platform)."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import platform
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from mmr_jax import runtime
@@ -93,3 +95,46 @@ def test_relaunched_process_gets_huge_pages():
   if transparent_huge_pages() == "madvise":  # Where THP is 'always', every process gets huge pages anyway.
     untuned = run_child(**{runtime.MALLOC_TUNING_VARIABLE: "0"})
     assert untuned["tunables"] == "" and untuned["faults"] > 65536, untuned  # 4 KiB pages.
+
+
+ZEN3_FLAGS = "fpu sse sse2 avx fma f16c avx2 bmi2 sha_ni vaes vpclmulqdq"  # AMD EPYC 7xx3: no bf16 instructions.
+
+
+@pytest.mark.parametrize(
+  "cpuinfo,has_bf16",
+  [
+    (f"processor\t: 0\nflags\t\t: {ZEN3_FLAGS}\n", False),
+    (f"processor\t: 0\nflags\t\t: {ZEN3_FLAGS} avx512f avx512_bf16\n", True),  # AMD EPYC 9xx4.
+    (f"processor\t: 0\nflags\t\t: {ZEN3_FLAGS} avx512f amx_bf16 amx_tile\n", True),  # Intel Xeon (AMX).
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),  # Arm Neoverse V1.
+    ("processor\t: 0\n", False),
+  ],
+)
+def test_bf16_matrix_instructions_read_from_cpuinfo(cpuinfo, has_bf16):
+  assert runtime.has_bf16_matmul(cpuinfo) == has_bf16
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bf16_forms_follow_the_cpus_matrix_instructions(has_bf16):
+  """im2col and YNNPACK's dots only where bfloat16 has its own instructions (docs/cpu-performance.md); float32
+  keeps the native convolution and XLA's dots on every CPU; other platforms get neither, nor any CPU option."""
+  cpu = runtime.Platform("cpu", cpu_bf16_matmul=has_bf16)
+  assert cpu.conv3x3_form("auto", "float32") == "native"
+  assert cpu.conv3x3_form("auto", "bfloat16") == ("im2col" if has_bf16 else "native")
+  assert cpu.conv3x3_form("native", "bfloat16") == "native"
+  assert cpu.conv3x3_form("im2col", "float32") == "im2col"
+  fusions = lambda dtype: cpu.compiler_options(dtype)["xla_cpu_experimental_ynn_fusion_type"].split(",")
+  assert fusions("float32") == ["LIBRARY_FUSION_TYPE_REDUCE"]
+  dots = ["LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"] if has_bf16 else []
+  assert fusions("bfloat16") == ["LIBRARY_FUSION_TYPE_REDUCE", *dots]
+  for accelerator in ("tpu", "cuda"):
+    platform = runtime.Platform(accelerator)
+    assert platform.conv3x3_form("auto", "bfloat16") == "native" and platform.compiler_options("bfloat16") is None
+  with pytest.raises(ValueError, match="model.conv3x3"):
+    cpu.conv3x3_form("winograd", "float32")
+
+
+def test_the_platform_of_this_process_reads_the_host_once():
+  platform = runtime.Platform.of(jax.devices()[0])
+  assert platform.backend == jax.devices()[0].platform
+  assert platform.cpu_bf16_matmul == (platform.backend == "cpu" and runtime.cpu_has_bf16_matmul())

@@ -25,6 +25,7 @@ from mmr_jax import errors
 from mmr_jax import evaluation
 from mmr_jax.training import checkpoint
 from mmr_jax.training import lock
+from mmr_jax.training import resume
 from mmr_jax.training import summaries
 from mmr_jax import experiment
 
@@ -160,13 +161,13 @@ def test_seeds_in_one_program_equal_separate_runs(data_root):
   for epoch in (0, 1):
     for images, weights in together.global_batch(epoch):
       state, metrics = together.train_step(
-        state, images, weights, together.teacher_fn(together.teacher_params, images), lr
+        state, images, weights, together.scorer.teacher_fn(together.scorer.teacher_params, images), lr
       )
       losses.append(np.asarray(metrics["loss"]))
     for k, run in enumerate(alone):
       for images, weights in run.global_batch(epoch):
         alone_states[k], metrics = run.train_step(
-          alone_states[k], images, weights, run.teacher_fn(run.teacher_params, images), lr
+          alone_states[k], images, weights, run.scorer.teacher_fn(run.scorer.teacher_params, images), lr
         )
         alone_losses[k].append(float(metrics["loss"][0]))
   np.testing.assert_allclose(np.stack(losses), np.asarray(alone_losses).T, rtol=1e-5)
@@ -202,18 +203,20 @@ def test_model_precision_reaches_every_dot_and_convolution(data_root):
     state = run.initial_state()
     images = jax.ShapeDtypeStruct((1, 6, 64, 64, 3), np.float32)
     test_images = jax.ShapeDtypeStruct((8, 64, 64, 3), np.float32)
-    features = jax.eval_shape(run.teacher_fn, run.teacher_params, images)
+    features = jax.eval_shape(run.scorer.teacher_fn, run.scorer.teacher_params, images)
     test_features = tuple(
       jax.ShapeDtypeStruct(f.shape[1:], f.dtype)
       for f in jax.eval_shape(
-        run.teacher_fn, run.teacher_params, jax.ShapeDtypeStruct((1, *test_images.shape), np.float32)
+        run.scorer.teacher_fn, run.scorer.teacher_params, jax.ShapeDtypeStruct((1, *test_images.shape), np.float32)
       )
     )
     hlo = "\n".join(
       [
-        run.teacher_fn.lower(run.teacher_params, images).as_text(),
+        run.scorer.teacher_fn.lower(run.scorer.teacher_params, images).as_text(),
         run.train_step.lower(state, images, jax.ShapeDtypeStruct((1, 6), np.float32), features, 1e-3).as_text(),
-        run.anomaly_fn.lower(state.params, test_images, test_features, jax.ShapeDtypeStruct((2,), np.uint32)).as_text(),
+        run.scorer.anomaly_fn.lower(
+          state.params, test_images, test_features, jax.ShapeDtypeStruct((2,), np.uint32)
+        ).as_text(),
       ]
     )
     counts[precision] = _precisions_in(hlo)
@@ -237,9 +240,7 @@ def test_test_mask_ratio_masks_the_student_reproducibly(data_root):
 
 
 def predict(run, params):
-  return evaluation.predict_subset(
-    run.config, "same", params, run.teacher_params, run.teacher_fn, run.anomaly_fn, run.mesh
-  )
+  return evaluation.predict_subset(run.config, run.scorer, params, "same")
 
 
 SHARDED_SCRIPT = textwrap.dedent("""
@@ -258,7 +259,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
       state, losses = run.initial_state(), []
       for images, weights in run.global_batch(1):
         assert len(images.sharding.device_set) == devices
-        state, metrics = run.train_step(state, images, weights, run.teacher_fn(run.teacher_params, images), 1e-3)
+        features = run.scorer.teacher_fn(run.scorer.teacher_params, images)
+        state, metrics = run.train_step(state, images, weights, features, 1e-3)
         losses.append(float(metrics["loss"][0]))
       results.append((jax.device_get(state.params), losses))
     (one, losses_one), (eight, losses_eight) = results
@@ -305,7 +307,9 @@ def train_epoch_and_predict(config):
   run = experiment.Run(config)
   state, losses = run.initial_state(), []
   for images, weights in run.global_batch(1):
-    state, metrics = run.train_step(state, images, weights, run.teacher_fn(run.teacher_params, images), 1e-3)
+    state, metrics = run.train_step(
+      state, images, weights, run.scorer.teacher_fn(run.scorer.teacher_params, images), 1e-3
+    )
     losses.append(float(metrics["loss"][0]))
   return np.asarray(losses), predict(run, state.params).maps
 
@@ -572,9 +576,9 @@ def test_a_non_finite_step_stops_the_run_naming_the_step_and_the_seed():
 
 def test_a_checkpoint_recorded_before_a_key_existed_resumes_with_the_value_that_reproduces_it(data_root):
   config = tiny_config(data_root, **{"data.calibration_fraction": 0.0})
-  recorded = experiment._recorded(config)
+  recorded = resume.recorded(config)
   del recorded["data.calibration_fraction"]  # As a checkpoint of a run before calibration existed.
-  meta = {"seeds": experiment.seeds_of(config), "config": recorded}
-  experiment._check_resumable(meta, config, epoch=0)
+  meta = {"seeds": config_lib.seeds_of(config), "config": recorded}
+  resume.check_resumable(meta, config, epoch=0)
   with pytest.raises(errors.RunError, match="data.calibration_fraction"):
-    experiment._check_resumable(meta, tiny_config(data_root), epoch=0)  # Holds out 1/8: trains otherwise.
+    resume.check_resumable(meta, tiny_config(data_root), epoch=0)  # Holds out 1/8: trains otherwise.

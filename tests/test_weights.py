@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
 
+from mmr_jax import cli
 from mmr_jax.models import layers
 from mmr_jax.models import mmr
 from mmr_jax.models import posembed
@@ -651,11 +652,11 @@ def test_unreachable_url_explains_the_manual_route(tmp_path, monkeypatch, capsys
   message = str(error.value)
   assert entry.url in message
   assert f"exactly this name: {cache / 'resnet-0000.pth'}" in message
-  assert f"python -m mmr_jax.weights.fetch tiny_resnet --cache_dir={cache}" in message
+  assert f"python -m mmr_jax fetch_weights tiny_resnet --cache_dir={cache}" in message
   assert "init.teacher=" in message
   assert not list(cache.glob("*"))  # No partial file left behind.
   # The command line prints the same and fails.
-  assert fetch.main([entry.name, f"--cache_dir={cache}"]) == 1
+  assert cli.run(["fetch_weights", entry.name, f"--cache_dir={cache}"]) == DownloadFailed.exit_code == 4
   assert f"exactly this name: {cache / 'resnet-0000.pth'}" in capsys.readouterr().err
 
 

@@ -5,8 +5,8 @@ bfloat16: training and inference images/s and their fraction of the chip's measu
 K = 4 seeds in one program over four one-seed runs in turn; the largest batch whose training step runs; the input
 pipeline's training transform per host core, from 4-megapixel originals, times the host's cores; and parity
 with the committed PyTorch reference at model.precision highest and default (TF32 on GPUs). Every figure comes
-from the project's own commands, run as child processes (`python -m mmr_jax.benchmark`, `python -m
-mmr_jax.data.benchmark --transforms`, `python -m mmr_jax.parity`), whose output is kept in --out.
+from the project's own commands, run as child processes (`python -m mmr_jax benchmark`, `python -m mmr_jax
+benchmark_data --transforms`, `python -m mmr_jax parity`), whose output is kept in --out.
 
 On a CPU, a small configuration runs the same steps in a few minutes (tests/test_benchmark.py runs one):
 `--config=configs/synthetic.py --override=--config.model.vit.depth=1 --batch=4 --max_batch=8 --probe_sizes=256`.
@@ -43,7 +43,8 @@ def benchmark(args, name: str, *extra: str, batch: int | None = None, steps: int
   command = [
     sys.executable,
     "-m",
-    "mmr_jax.benchmark",
+    "mmr_jax",
+    "benchmark",
     f"--config={args.config}",
     *args.override,
     f"--probe_sizes={args.probe_sizes}",
@@ -105,7 +106,8 @@ def main() -> int:
     [
       sys.executable,
       "-m",
-      "mmr_jax.data.benchmark",
+      "mmr_jax",
+      "benchmark_data",
       f"--config={args.config}",
       "--transforms",
       "--megapixels=4",
@@ -128,7 +130,8 @@ def main() -> int:
       [
         sys.executable,
         "-m",
-        "mmr_jax.parity",
+        "mmr_jax",
+        "parity",
         f"--weights={PARITY_FILES[0]}",
         f"--reference={PARITY_FILES[1]}",
         f"--precision={precision}",

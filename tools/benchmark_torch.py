@@ -3,7 +3,7 @@
     python tools/benchmark_torch.py --width=768 --depth=12 --num_heads=12 --teacher=wide_resnet50_2 \
         --image_size=224 --batch=16 --steps=3 --json=torch.json
 
-The same work as `python -m mmr_jax.benchmark` times (which runs this script with --compare_torch): a training
+The same work as `python -m mmr_jax benchmark` times (which runs this script with --compare_torch): a training
 step is the teacher's forward (no grad) + the student's forward at the mask ratio, Eq. 1, backward and AdamW;
 inference is teacher + student at ratio 0 + Eq. 2 with its Gaussian smoothing (scipy, as published). Random
 weights and synthetic batches; float32, NCHW, PyTorch's default threads. Medians over --steps after --warmup.

@@ -1,7 +1,7 @@
 """Scaling study: a ViT-S/16 student (width 384, 12 blocks) with the published teacher and setting, 224².
 
-    python -m mmr_jax.benchmark --config=configs/scaling/vit_s.py --batch=16
-    python -m mmr_jax.sweep --config=configs/scaling/vit_s.py --batch_sizes=8,16,32 --out=runs/sweep_vit_s
+    python -m mmr_jax benchmark --config=configs/scaling/vit_s.py --batch=16
+    python -m mmr_jax sweep --config=configs/scaling/vit_s.py --batch_sizes=8,16,32 --out=runs/sweep_vit_s
 
 No ViT-S MAE checkpoint is in the weights catalog, so the student starts from random weights; pass a file with
 --config.init.student=/path/to/checkpoint.pth to train from one.

@@ -1,13 +1,13 @@
 """Speed of a run's compiled functions, against this device's own matrix-multiply peak.
 
-    python -m mmr_jax.benchmark --config=configs/aebad_s.py --batch=16 --steps=5 --json=bench.json
-    python -m mmr_jax.benchmark --config=configs/aebad_s.py --config.model.compute_dtype=bfloat16
-    python -m mmr_jax.benchmark --config=configs/aebad_s.py --compare_torch   # + tools/benchmark_torch.py
-    python -m mmr_jax.benchmark --config=configs/aebad_s.py --config.num_seeds=4   # K seeds in one program
+    python -m mmr_jax benchmark --config=configs/aebad_s.py --batch=16 --steps=5 --json=bench.json
+    python -m mmr_jax benchmark --config=configs/aebad_s.py --config.model.compute_dtype=bfloat16
+    python -m mmr_jax benchmark --config=configs/aebad_s.py --compare_torch   # + tools/benchmark_torch.py
+    python -m mmr_jax benchmark --config=configs/aebad_s.py --config.num_seeds=4   # K seeds in one program
 
-Times exactly what a run executes, built by the public makers of `mmr_jax.training.steps`: the teacher features
-plus the training step (student forward/backward, Eq. 1, AdamW) on K seeds, and inference (teacher, student at
-mask ratio 0, Eq. 2 map with its smoothing, image score) as `mmr_jax.evaluation` calls it. Batches are
+Times exactly what a run executes, built as a run builds it (`experiment.Run`): the teacher features plus the
+training step (student forward/backward, Eq. 1, AdamW) on K seeds, and inference (teacher, student at mask ratio
+0, Eq. 2 map with its smoothing, image score) as `scoring.Scorer` runs it for evaluation. Batches are
 synthetic and already on the device; each figure is the median over `--steps` timed calls after `--warmup`.
 
 FLOPs are counted analytically from the config (matmuls and convolutions, a multiply-add = 2 FLOPs); a training
@@ -27,8 +27,7 @@ import jax
 import ml_collections
 
 from mmr_jax import config as config_lib
-from mmr_jax.models import layers
-from mmr_jax.models import mmr
+from mmr_jax import runtime
 from mmr_jax.benchmark import flops
 from mmr_jax.benchmark import timing
 from mmr_jax.training import sharding
@@ -78,7 +77,7 @@ def benchmark(
       "num_seeds": k,
       "mask_ratio": config.model.mask_ratio,
       "compute_dtype": config.model.compute_dtype,
-      "conv3x3": layers.conv_form(config.model.conv3x3, mmr.compute_dtype(config.model.compute_dtype)),
+      "conv3x3": runtime.Platform.of(device).conv3x3_form(config.model.conv3x3, config.model.compute_dtype),
     },
     "warmup": warmup,
     "steps": steps_timed,

@@ -20,11 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mmr_jax.models import mmr
-from mmr_jax.training import init
-from mmr_jax.training import optimizer
+from mmr_jax import experiment
+from mmr_jax import runtime
 from mmr_jax.training import sharding
-from mmr_jax.training import steps
 
 
 # In a checkout of the repository only (tools/ is not installed): --compare_torch says so where it is absent.
@@ -53,10 +51,12 @@ def matmul_peak(size: int, dtype: Any, repeats: int = 3, compiler_options: dict[
 
 def probe_peaks(sizes: tuple[int, ...], mesh: jax.sharding.Mesh) -> dict[str, float]:
   """The best rate over a few square sizes, through XLA's default dot path and through the one a run compiles
-  with (`steps.compiler_options`; they differ on the CPU): the device's practical matmul peak, for both dtypes."""
+  with (`runtime.Platform.compiler_options`; they differ on the CPU): the device's practical matmul peak, for both
+  dtypes."""
+  platform = runtime.Platform.of(mesh.devices.flat[0])
   peaks = {}
   for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
-    run_options = steps.compiler_options(mesh, dtype)  # None off the CPU: one path, probed once.
+    run_options = platform.compiler_options(name)  # None off the CPU: one path, probed once.
     paths = (None,) if run_options is None else (None, run_options)
     peaks[name] = max(matmul_peak(s, dtype, compiler_options=options) for s in sizes for options in paths)
   return peaks
@@ -88,29 +88,18 @@ class Timings:
 
 
 def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup: int, repeats: int) -> Timings:
-  """Builds the run's compiled functions from the config and times them on synthetic device-resident batches."""
+  """Builds a run's programs from the config (`experiment.Run`, random weights: speed does not depend on their
+  values) and times them on synthetic device-resident batches: teacher + training step as the training loop calls
+  them, teacher + students as evaluation does (`scoring.Scorer.score`)."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    config.init.student = ""  # Random weights: speed does not depend on their values.
+    config.init.student = ""
     config.init.teacher = ""
+  run = experiment.Run(config, mesh)
+  scorer = run.scorer
   k, b, size = config.num_seeds, config.batch_size, config.data.image_size
-  student, teacher = mmr.build_student(config.model), mmr.build_teacher(config.model)
-  tx = optimizer.make_optimizer(config.optim)
-  precision = config.model.precision
-  teacher_fn = steps.make_teacher_fn(teacher, mesh, precision)
-  train_step = steps.make_train_step(student, tx, config.model.mask_ratio, mesh, precision)
-  anomaly_fn = steps.make_anomaly_fn(
-    student, mesh, config.eval.gaussian_sigma, config.eval.gaussian_truncate, config.eval.test_mask_ratio, precision
-  )
-
-  replicated = sharding.replicated(mesh)
-  seeds = [config.seed + i for i in range(k)]
-  init_keys, train_keys = zip(*(jax.random.split(jax.random.key(seed)) for seed in seeds))
-  params = init.student_params(config, jnp.stack(init_keys))
-  state = jax.jit(jax.vmap(lambda p, key: steps.create_train_state(p, tx, key)), out_shardings=replicated)(
-    params, jnp.stack(train_keys)
-  )
-  teacher_params = jax.device_put(init.teacher_params(config), replicated)
+  state = run.initial_state()
+  teacher_params = scorer.teacher_params
   make_images = lambda shape, spec: jax.jit(
     lambda key: jax.random.uniform(key, shape, jnp.float32, -2.0, 2.0), out_shardings=spec
   )(jax.random.key(1))
@@ -120,9 +109,9 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   eval_rng = jax.random.key_data(jax.random.key(2))
   lr = 1e-4
 
-  teacher_train, teacher_seconds = _compile(teacher_fn, teacher_params, train_images)
+  teacher_train, teacher_seconds = _compile(scorer.teacher_fn, teacher_params, train_images)
   features = teacher_train(teacher_params, train_images)
-  step, step_seconds = _compile(train_step, state, train_images, weights, features, lr)
+  step, step_seconds = _compile(run.train_step, state, train_images, weights, features, lr)
   logging.info(
     "compiled the teacher in %.1f s and the training step in %.1f s; timing %d + %d steps",
     teacher_seconds,
@@ -140,13 +129,13 @@ def time_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, warmup:
   train_s, train_all = _median_seconds(train_call, warmup, repeats)
   params = holder.pop("state").params
 
-  eval_batch = jax.block_until_ready(eval_images[None])  # evaluation.py feeds the teacher (1, B, …).
+  eval_batch = jax.block_until_ready(eval_images[None])  # The scorer feeds the teacher (1, B, …).
   if k == 1:
     teacher_eval, teacher_eval_seconds = teacher_train, teacher_seconds
   else:
-    teacher_eval, teacher_eval_seconds = _compile(teacher_fn, teacher_params, eval_batch)
+    teacher_eval, teacher_eval_seconds = _compile(scorer.teacher_fn, teacher_params, eval_batch)
   eval_features = tuple(f[0] for f in teacher_eval(teacher_params, eval_batch))
-  anomaly, anomaly_seconds = _compile(anomaly_fn, params, eval_images, eval_features, eval_rng)
+  anomaly, anomaly_seconds = _compile(scorer.anomaly_fn, params, eval_images, eval_features, eval_rng)
   logging.info(
     "training step: median %.3f s; compiled inference in %.1f s", train_s, teacher_eval_seconds + anomaly_seconds
   )

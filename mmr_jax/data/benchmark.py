@@ -1,8 +1,8 @@
 """Throughput of the training and evaluation pipelines, in images per second, on this machine's CPUs.
 
-    python -m mmr_jax.data.benchmark --config=configs/synthetic.py
-    python -m mmr_jax.data.benchmark --config=configs/aebad_s.py --config.data.root=data/synthetic
-    python -m mmr_jax.data.benchmark --config=configs/aebad_s.py --transforms   # per core, 1 / 4 / 9 MP originals
+    python -m mmr_jax benchmark_data --config=configs/synthetic.py
+    python -m mmr_jax benchmark_data --config=configs/aebad_s.py --config.data.root=data/synthetic
+    python -m mmr_jax benchmark_data --config=configs/aebad_s.py --transforms   # per core, 1 / 4 / 9 MP originals
 
 With --transforms: the per-image work alone, on one core (one thread), from generated photo-like originals of
 about 1, 4 and 9 megapixels (PNG): the training transform (RandomResizedCrop, flip, normalisation) and the
@@ -28,9 +28,6 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
 from mmr_jax.data import images
 from mmr_jax.data import layouts
@@ -169,23 +166,3 @@ def transform_rates(config, megapixels: Iterable[float], count: int, max_side: i
       f"{r['train_diff_mean']:.2f}/{r['train_diff_max']}, {r['eval_diff_mean']:.2f}/{r['eval_diff_max']}"
     )
   return rows
-
-
-def main(argv) -> None:
-  del argv
-  args = flags.FLAGS
-  if args.transforms:
-    transform_rates(args.config, [float(mp) for mp in args.megapixels], args.count, args.max_side)
-  else:
-    run(args.config, args.epochs)
-
-
-if __name__ == "__main__":
-  # Defined here, not at import: a module that defines flags cannot be imported beside another that does.
-  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/synthetic.py.", lock_config=False)
-  flags.DEFINE_integer("epochs", 3, "Training epochs timed (after a first, warm-up epoch).")
-  flags.DEFINE_bool("transforms", False, "Time the per-image transforms per core instead of the pipelines.")
-  flags.DEFINE_list("megapixels", ["1", "4", "9"], "With --transforms: sizes of the generated originals.")
-  flags.DEFINE_integer("count", 8, "With --transforms: originals per size.")
-  flags.DEFINE_integer("max_side", 512, "With --transforms: the longer side the shrunk route keeps.")
-  app.run(main)

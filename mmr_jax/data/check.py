@@ -1,8 +1,8 @@
 """Checks a dataset on disk before a run: counts, decodability, masks. Exits 0 only if a run can use it.
 
-    python -m mmr_jax.data.check --config=configs/aebad_s.py --config.data.root=DIR
-    python -m mmr_jax.data.check --config=configs/aebad_v.py --config.data.root=DIR
-    python -m mmr_jax.data.check --config=configs/mvtec.py --config.data.root=DIR
+    python -m mmr_jax check_data --config=configs/aebad_s.py --config.data.root=DIR
+    python -m mmr_jax check_data --config=configs/aebad_v.py --config.data.root=DIR
+    python -m mmr_jax check_data --config=configs/mvtec.py --config.data.root=DIR
 
 Prints the number of images per split, subset and label, the non-image files skipped (macOS `._*` and the
 like), and every problem with its path: a file that does not decode, a missing or mismatched mask, a missing
@@ -18,13 +18,9 @@ import concurrent.futures
 import dataclasses
 import os
 import posixpath
-import sys
 from collections.abc import Callable
 
 import ml_collections
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
 from mmr_jax.data import images
 from mmr_jax.data import layouts
@@ -220,14 +216,3 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
       f"--config.data.skip_bad_files=True to leave bad files out. {layouts.LAYOUT_HELP.get(data.name, '')}"
     )
   return usable
-
-
-def main(argv) -> None:
-  del argv
-  sys.exit(0 if run_check(flags.FLAGS.config) else 1)
-
-
-if __name__ == "__main__":
-  # Defined here, not at import: a module that defines flags cannot be imported beside another that does.
-  config_flags.DEFINE_config_file("config", None, "A run config, e.g. configs/aebad_s.py.", lock_config=True)
-  app.run(main)

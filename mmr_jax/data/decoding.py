@@ -107,7 +107,7 @@ def problems_message(files: FileList, problems: Sequence[str], total: int) -> st
   more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
   return (
     f"{len(problems)} of {total} files of {files.dataset} {files.title} cannot be used:\n  {listed}{more}\n"
-    f"Fix or remove them (`python -m mmr_jax.data.check --config=... --config.data.root=...` lists every "
+    f"Fix or remove them (`python -m mmr_jax check_data --config=... --config.data.root=...` lists every "
     f"problem), or pass --config.data.skip_bad_files=True to leave them out of the run."
   )
 

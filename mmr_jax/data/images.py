@@ -23,7 +23,7 @@ def _open(source: str | bytes) -> Image.Image:
 
 # Grey images of more than 8 bits. PIL's convert("RGB"), which the published loader calls, clips their values at
 # 255, so a 16-bit image comes out almost all white. mmr_jax deliberately scales them to 8 bits instead
-# (value / 257, 65535 → 255), and `python -m mmr_jax.data.check` names them; floating-point images are refused.
+# (value / 257, 65535 → 255), and `python -m mmr_jax check_data` names them; floating-point images are refused.
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 

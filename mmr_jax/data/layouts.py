@@ -15,7 +15,7 @@ name is what reports and evaluation batches show.
 
 These readers are more tolerant than the published ones: training folders are searched recursively and every
 extension of IMAGE_EXTENSIONS is read. `published_files` lists what the published code would read instead, so
-that `python -m mmr_jax.data.check` can say whether a tree gives the paper's file sets.
+that `python -m mmr_jax check_data` can say whether a tree gives the paper's file sets.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ LAYOUT_HELP = {
   "aebad_v": (
     "AeBAD-V is a manual download linked from the MMR GitHub page (github.com/zhangzilongc/MMR). Extract it "
     "so that DATA_ROOT/AeBAD_V/train/good/<sequence>/*.jpg and DATA_ROOT/AeBAD_V/test/<video>/<good|...>/*.jpg "
-    "exist, and pass --config.data.root=DATA_ROOT (see data/README.md). `python -m mmr_jax.data.synthetic "
+    "exist, and pass --config.data.root=DATA_ROOT (see data/README.md). `python -m mmr_jax synthetic "
     "--out DIR` writes a generated stand-in under DIR/AeBAD_V."
   ),
   "mvtec": (

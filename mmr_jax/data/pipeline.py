@@ -11,7 +11,7 @@ position's augmentation does not depend on which host reads it: host h of n read
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -24,8 +24,6 @@ from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
 from mmr_jax.data import sources
 from mmr_jax.data.layouts import DatasetError
-
-tf = runtime.import_tensorflow()
 
 has_masks = layouts.has_masks
 denormalize = preprocess.denormalize
@@ -136,11 +134,15 @@ def steps_per_epoch(config: ml_collections.ConfigDict, subset: str | None = None
 
 def _parallel_map(
   columns: tuple[np.ndarray, ...], function, output_types, output_shapes, batch: int, drop_remainder: bool
-) -> tf.data.Dataset:
+):
   """tf.data over rows of `columns`: function(*row) in parallel threads (in order), batched, prefetched.
+  `output_types` are dtype names ("float32"). TensorFlow is imported here, when a pipeline is first built, so that
+  importing this module (as evaluation and training do) costs nothing on a machine that only scores.
 
   The per-row work is numpy and PIL, which release the GIL while resampling, so the threads overlap.
   """
+  tf = runtime.import_tensorflow()
+  output_types = tuple(tf.as_dtype(name) for name in output_types)
 
   @tf.autograph.experimental.do_not_convert
   def apply(*row):
@@ -187,7 +189,7 @@ def train_batches(
     image = split.load(int(index))[0]
     return (preprocess.train_transform(image, (top, left, height, width), bool(flip), size),)
 
-  dataset = _parallel_map(columns, prepare, (tf.float32,), ([size, size, 3],), local, drop_remainder=True)
+  dataset = _parallel_map(columns, prepare, ("float32",), ([size, size, 3],), local, drop_remainder=True)
   weights = real.astype(np.float32).reshape(steps, local)
   return ({"image": image, "weight": weight} for (image,), weight in zip(dataset.as_numpy_iterator(), weights))
 
@@ -214,7 +216,7 @@ def _eval_chunks(config: ml_collections.ConfigDict, split: decoding.DecodedSplit
   dataset = _parallel_map(
     (np.arange(len(split)),),
     prepare,
-    (tf.uint8, tf.uint8),
+    ("uint8", "uint8"),
     ([size, size, 3], [size, size]),
     batch,
     drop_remainder=False,
@@ -305,15 +307,29 @@ def _pad(chunk: _EvalChunk, batch: int, rows: slice) -> dict[str, np.ndarray]:
 
 def calibration_batches(
   config: ml_collections.ConfigDict, subset: str | None = None
-) -> Iterator[dict[str, np.ndarray]]:
+) -> Iterator[dict[str, np.ndarray]] | None:
   """The held-out normal training images (sources.calibration_set) as evaluation batches: the test transform,
-  padded to config.eval_batch_size, the same keys as `eval_batches` (masks all zero, labels 0). Empty when
+  padded to config.eval_batch_size, the same keys as `eval_batches` (masks all zero, labels 0). None when
   data.calibration_fraction is 0."""
   split = sources.calibration_set(config, subset)
   if split is None:
-    return iter(())
+    return None
   batch = config.eval_batch_size
   return (_pad(chunk, batch, slice(0, batch)) for chunk in _eval_chunks(config, split, batch))
+
+
+def test_images(config: ml_collections.ConfigDict, subset: str, indices: Sequence[int]) -> np.ndarray:
+  """The preprocessed test images of a subset at `indices` (in eval order) as uint8 (n, H, W, 3): the report's
+  overlays read them again rather than keep every image of the scoring pass."""
+  wanted = {int(i): None for i in indices}
+  start = 0
+  for batch in eval_batches(config, subset):
+    rows = np.flatnonzero(batch["valid"])
+    for row, index in zip(rows, range(start, start + len(rows))):
+      if index in wanted:
+        wanted[index] = denormalize(batch["image"][row])
+    start += len(rows)
+  return np.stack([wanted[int(i)] for i in indices])
 
 
 def check_data(config: ml_collections.ConfigDict, subset: str | None = None) -> None:

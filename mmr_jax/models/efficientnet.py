@@ -112,6 +112,7 @@ class MBConv(nn.Module):
 
   block: Block
   dtype: Dtype = jnp.float32
+  conv_form: str = "native"  # layers.CONV_FORMS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -119,11 +120,11 @@ class MBConv(nn.Module):
     hidden = b.in_channels * b.expansion
     y = x
     if b.expansion != 1:
-      y = layers.Conv(hidden, 1, dtype=self.dtype, name="expand_conv")(y)
+      y = layers.Conv(hidden, 1, dtype=self.dtype, form=self.conv_form, name="expand_conv")(y)
       y = jax.nn.relu6(layers.FrozenBatchNorm(BN_EPSILON, name="expand_bn")(y))
     y = layers.DepthwiseConv(b.kernel, b.stride, dtype=self.dtype, name="depthwise_conv")(y)
     y = jax.nn.relu6(layers.FrozenBatchNorm(BN_EPSILON, name="depthwise_bn")(y))
-    y = layers.Conv(b.out_channels, 1, dtype=self.dtype, name="project_conv")(y)
+    y = layers.Conv(b.out_channels, 1, dtype=self.dtype, form=self.conv_form, name="project_conv")(y)
     y = layers.FrozenBatchNorm(BN_EPSILON, name="project_bn")(y)
     return x + y if b.residual else y
 
@@ -134,6 +135,7 @@ class EfficientNetLite(nn.Module):
   spec: EfficientNetLiteSpec
   classifier: bool = False
   dtype: Dtype = jnp.float32
+  conv_form: str = "native"  # layers.CONV_FORMS
 
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array] | jax.Array:
@@ -141,18 +143,18 @@ class EfficientNetLite(nn.Module):
     scale = image_stats.IMAGENET_STD / INPUT_STD
     offset = (image_stats.IMAGENET_MEAN - INPUT_MEAN) / INPUT_STD
     x = (images * scale + offset).astype(self.dtype)
-    x = layers.Conv(STEM_WIDTH, 3, 2, padding="SAME", dtype=self.dtype, name="stem_conv")(x)
+    x = layers.Conv(STEM_WIDTH, 3, 2, padding="SAME", dtype=self.dtype, form=self.conv_form, name="stem_conv")(x)
     x = jax.nn.relu6(layers.FrozenBatchNorm(BN_EPSILON, name="stem_bn")(x))
     blocks = self.spec.blocks()
     taps = self.spec.feature_block_indices()
     features = []
     for i, block in enumerate(blocks if self.classifier else blocks[: taps[-1] + 1]):
-      x = MBConv(block, self.dtype, name=f"blocks_{i}")(x)
+      x = MBConv(block, self.dtype, self.conv_form, name=f"blocks_{i}")(x)
       if i in taps:
         features.append(x)
     if not self.classifier:
       return tuple(features)
-    x = layers.Conv(HEAD_WIDTH, 1, dtype=self.dtype, name="head_conv")(x)
+    x = layers.Conv(HEAD_WIDTH, 1, dtype=self.dtype, form=self.conv_form, name="head_conv")(x)
     x = jax.nn.relu6(layers.FrozenBatchNorm(BN_EPSILON, name="head_bn")(x))
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return layers.Dense(self.spec.num_classes, name="classifier")(pooled)

@@ -17,7 +17,7 @@ Dtype = Any
 
 class _Branch(nn.Module):
   out_channels: int
-  conv3x3: str = "auto"
+  conv3x3: str = "native"  # layers.CONV_FORMS
   dtype: Dtype = jnp.float32
 
   def norm(self, name: str) -> nn.Module:  # LayerNorm over channels at each pixel.
@@ -66,7 +66,7 @@ class SimpleFPN(nn.Module):
   """Outputs at ×4, ×2, ×1 of the token grid (strides 4, 8, 16 of the image) with `out_channels` widths."""
 
   out_channels: Sequence[int]
-  conv3x3: str = "auto"
+  conv3x3: str = "native"  # layers.CONV_FORMS
   dtype: Dtype = jnp.float32
 
   @nn.compact

@@ -2,12 +2,10 @@
 
 XLA's CPU convolution backward is slow (docs/cpu-performance.md): a 1×1 convolution, a 16×16 stride-16
 patch embedding and a 2×2 stride-2 transposed convolution (non-overlapping outputs) are plain matrix products on
-reshaped tensors, on every backend. k×k convolutions are a real choice, made here and nowhere else (`conv_form`):
-the windows of the input + one matmul ("im2col") or `lax.conv` ("native"). In float32, native is the faster form
-on the CPU, forward and backward, once YNNPACK's convolution fusion is off, as it is in every compiled function
-of a run (`training.steps.compiler_options`). In bfloat16, im2col on a CPU with bf16 matrix instructions
-(`cpu_has_bf16_matmul`): XLA's bf16 convolutions run no faster than float32 there, YNNPACK's bf16 dots at the
-CPU's bf16 rate. On a CPU without them a bf16 dot is no faster than a float32 one, and native stays.
+reshaped tensors, on every backend. k×k convolutions take one of two forms, named by the caller (`CONV_FORMS`):
+the windows of the input + one matmul ("im2col") or `lax.conv` ("native"). Which is faster depends on the
+platform, so the choice is made where a run starts (`mmr_jax.runtime.Platform.conv3x3_form`, with the
+measurements) and arrives here as a plain value: nothing in this package looks at the host.
 
 Kernels are stored HWIO (kh, kw, in, out) whatever the form, so weight import has one layout per layer type.
 Every matmul takes its operands in the compute dtype and accumulates in float32 (`matmul`): with bfloat16 this
@@ -15,8 +13,6 @@ is the fast and accurate form on every backend (a bf16-output dot is slower than
 backward products take the compute dtype too (their float32 cotangent rounded to it).
 """
 
-import functools
-import pathlib
 from typing import Any
 
 import flax.linen as nn
@@ -24,53 +20,19 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
-CONV3X3_FORMS = ("auto", "im2col", "native")
+# How k×k convolutions are computed: the windows of the input + one matmul, or `lax.conv`. The choice is the
+# caller's (mmr_jax.runtime.Platform resolves model.conv3x3 from the platform); both give the same result to rounding.
+CONV_FORMS = ("im2col", "native")
 # model.precision: of every dot and convolution without an explicit one (training.steps.at_precision).
 PRECISIONS = ("default", "high", "highest")
 
 
-# /proc/cpuinfo flags of bfloat16 matrix instructions: x86's AVX512-BF16 and AMX-BF16, Arm's BF16.
-BF16_MATMUL_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def has_bf16_matmul(cpuinfo: str) -> bool:
-  """Whether /proc/cpuinfo's text lists a bfloat16 matrix instruction for its first CPU (x86 "flags", Arm
-  "Features")."""
-  for line in cpuinfo.splitlines():
-    key, _, value = line.partition(":")
-    if key.strip() in ("flags", "Features"):
-      return not BF16_MATMUL_CPU_FLAGS.isdisjoint(value.split())
-  return False
-
-
-@functools.cache
-def cpu_has_bf16_matmul() -> bool:
-  """Whether this host's CPU has bfloat16 matrix instructions. Where it has, a bf16 dot with float32
-  accumulation in YNNPACK runs 2× (AVX512-BF16) to 4× (AMX) the float32 rate; where it has not (AVX2 only), at
-  0.6× the float32 rate in YNNPACK and at the float32 rate in XLA's own kernels (docs/cpu-performance.md). Read
-  from /proc/cpuinfo; False where that cannot be read (other systems): the choice that is never slower."""
-  try:
-    return has_bf16_matmul(pathlib.Path("/proc/cpuinfo").read_text())
-  except OSError:
-    return False
-
-
-def bf16_matmul_units(dtype: Dtype) -> bool:
-  """Whether computing in `dtype` on this backend uses the CPU's bf16 matrix instructions (the forms below and
-  `training.steps.compiler_options` follow it)."""
-  low_precision = jnp.dtype(dtype) != jnp.float32
-  return low_precision and jax.default_backend() == "cpu" and cpu_has_bf16_matmul()
-
-
-def conv_form(form: str, dtype: Dtype) -> str:
-  """Resolves model.conv3x3 for a compute dtype. "auto": the native convolution, except im2col where bfloat16
-  runs on the CPU's bf16 matrix instructions (`bf16_matmul_units`): XLA's bfloat16 convolutions run no faster
-  than float32, while bfloat16 dots with float32 accumulation run at the bf16 rate (docs/cpu-performance.md)."""
-  if form not in CONV3X3_FORMS:
-    raise ValueError(f"model.conv3x3 must be one of {CONV3X3_FORMS}, got {form!r}")
-  if form != "auto":
-    return form
-  return "im2col" if bf16_matmul_units(dtype) else "native"
+def check_conv_form(form: str) -> str:
+  if form not in CONV_FORMS:
+    raise ValueError(
+      f"a convolution form must be one of {CONV_FORMS} (model.conv3x3 is resolved at start-up), got {form!r}"
+    )
+  return form
 
 
 def torch_default_kernel(in_axis: int = -2, out_axis: int = -1) -> nn.initializers.Initializer:
@@ -265,13 +227,13 @@ class Conv3x3(nn.Module):
   """3×3 convolution, stride 1, zero padding 1, no bias (the FPN's)."""
 
   features: int
-  form: str = "auto"
+  form: str = "native"  # CONV_FORMS
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", torch_default_kernel(), (3, 3, x.shape[-1], self.features))
-    if conv_form(self.form, self.dtype) == "im2col":
+    if check_conv_form(self.form) == "im2col":
       return same_conv(x, kernel, self.dtype).astype(self.dtype)
     return jax.lax.conv_general_dilated(
       x.astype(self.dtype),
@@ -313,13 +275,13 @@ class Conv(nn.Module):
   stride: int = 1
   padding: str = "torch"
   dtype: Dtype = jnp.float32
-  form: str = "auto"  # `conv_form`'s values. im2col is forward-only: the teacher is frozen (`patches_matmul`).
+  form: str = "native"  # CONV_FORMS. im2col is forward-only: the teacher is frozen (`patches_matmul`).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.kaiming_normal(), (k, k, x.shape[-1], self.features))
-    if conv_form(self.form, self.dtype) == "im2col":
+    if check_conv_form(self.form) == "im2col":
       pads = tuple(_conv_padding(size, k, self.stride, self.padding) for size in x.shape[1:3])
       return patches_matmul(x, kernel, self.stride, pads, self.dtype).astype(self.dtype)
     padding = ((k // 2, k // 2),) * 2 if self.padding == "torch" else self.padding

@@ -29,7 +29,7 @@ class Student(nn.Module):
   patch_size: int = 16
   mlp_ratio: float = 4.0
   pretrain_grid: int = 14
-  conv3x3: str = "auto"
+  conv3x3: str = "native"  # layers.CONV_FORMS
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -67,7 +67,9 @@ def compute_dtype(name: str) -> Dtype:
   return COMPUTE_DTYPES[name]
 
 
-def build_student(model_config: ml_collections.ConfigDict) -> Student:
+def build_student(model_config: ml_collections.ConfigDict, conv3x3: str) -> Student:
+  """The student of model_config; `conv3x3` is the resolved form of its 3×3 convolutions (layers.CONV_FORMS:
+  mmr_jax.runtime.Platform.conv3x3_form resolves model.conv3x3 for the platform)."""
   vit_config = model_config.vit
   return Student(
     width=vit_config.width,
@@ -77,10 +79,16 @@ def build_student(model_config: ml_collections.ConfigDict) -> Student:
     patch_size=vit_config.patch_size,
     mlp_ratio=vit_config.mlp_ratio,
     pretrain_grid=vit_config.pretrain_grid,
-    conv3x3=model_config.conv3x3,
+    conv3x3=conv3x3,
     dtype=compute_dtype(model_config.compute_dtype),
   )
 
 
-def build_teacher(model_config: ml_collections.ConfigDict) -> nn.Module:
-  return teachers.build(model_config.teacher, compute_dtype(model_config.compute_dtype))
+def teacher_features(teacher: nn.Module, teacher_params: Any, images: jax.Array) -> Features:
+  """The frozen teacher's three feature maps of ImageNet-normalised images (B, H, W, 3), in float32."""
+  return tuple(m.astype(jnp.float32) for m in teacher.apply({"params": teacher_params}, images))
+
+
+def build_teacher(model_config: ml_collections.ConfigDict, conv_form: str) -> nn.Module:
+  """The frozen teacher of model_config, its convolutions in `conv_form` (as the student's 3×3 ones)."""
+  return teachers.build(model_config.teacher, compute_dtype(model_config.compute_dtype), conv_form)

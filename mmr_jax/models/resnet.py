@@ -35,10 +35,13 @@ class ResidualBlock(nn.Module):
   planes: int
   stride: int
   dtype: Dtype = jnp.float32
+  conv_form: str = "native"  # layers.CONV_FORMS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda features, k, stride, name: layers.Conv(features, k, stride, dtype=self.dtype, name=name)
+    conv = lambda features, k, stride, name: layers.Conv(
+      features, k, stride, dtype=self.dtype, form=self.conv_form, name=name
+    )
     if self.spec.block == "bottleneck":
       mid, out = self.planes * self.spec.mid_multiplier, self.planes * 4
       y = nn.relu(layers.FrozenBatchNorm(name="bn1")(conv(mid, 1, 1, "conv1")(x)))
@@ -58,16 +61,17 @@ class ResNetFeatures(nn.Module):
 
   spec: ResNetSpec
   dtype: Dtype = jnp.float32
+  conv_form: str = "native"  # layers.CONV_FORMS
 
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    x = layers.Conv(self.spec.stem_width, 7, 2, dtype=self.dtype, name="conv1")(images)
+    x = layers.Conv(self.spec.stem_width, 7, 2, dtype=self.dtype, form=self.conv_form, name="conv1")(images)
     x = nn.relu(layers.FrozenBatchNorm(name="bn1")(x))
     x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
     features = []
     for layer, (blocks, planes) in enumerate(zip(self.spec.stage_sizes, self.spec.planes), start=1):
       for j in range(blocks):
         stride = 2 if (j == 0 and layer > 1) else 1
-        x = ResidualBlock(self.spec, planes, stride, self.dtype, name=f"layer{layer}_{j}")(x)
+        x = ResidualBlock(self.spec, planes, stride, self.dtype, self.conv_form, name=f"layer{layer}_{j}")(x)
       features.append(x)
     return tuple(features)

@@ -36,8 +36,9 @@ def out_channels(name: str) -> tuple[int, int, int]:
   return spec(name).out_channels
 
 
-def build(name: str, dtype: Any = jnp.float32) -> nn.Module:
+def build(name: str, dtype: Any = jnp.float32, conv_form: str = "native") -> nn.Module:
+  """The teacher `name` computing in `dtype`, its convolutions in `conv_form` (layers.CONV_FORMS)."""
   teacher = spec(name)
   if isinstance(teacher, efficientnet.EfficientNetLiteSpec):
-    return efficientnet.EfficientNetLite(teacher, dtype=dtype)
-  return resnet.ResNetFeatures(teacher, dtype=dtype)
+    return efficientnet.EfficientNetLite(teacher, dtype=dtype, conv_form=conv_form)
+  return resnet.ResNetFeatures(teacher, dtype=dtype, conv_form=conv_form)

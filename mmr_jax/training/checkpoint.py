@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mmr_jax import files
+
 
 class Unreadable(Exception):
   """A checkpoint that orbax could not read back: damaged, or saved from a state of another structure."""
@@ -51,11 +53,12 @@ def _reads_that_fail_as_unreadable():
 class Checkpoints:
   """Epoch-indexed checkpoints under WORKDIR/checkpoints."""
 
-  def __init__(self, workdir: str | pathlib.Path, keep: int = 2):
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  def __init__(self, workdir: str | pathlib.Path, keep: int = 2, create: bool = True):
+    """`create=False` for readers (evaluate, predict, export): the workdir may then be read-only."""
+    self.directory = pathlib.Path(workdir).absolute() / files.CHECKPOINTS
     self._verified: set[int] = set()
     self._manager = ocp.CheckpointManager(
-      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     )
 
   def latest_epoch(self) -> int | None:
@@ -97,6 +100,16 @@ class Checkpoints:
         epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
       )
     return restored["state"], restored["meta"]
+
+  def restore_params(self, epoch: int, abstract_params: Any) -> Any:
+    """Only the student parameters of `epoch`, laid out like `abstract_params`: what scoring needs, read without
+    the optimizer state (an orbax partial restore of the saved state)."""
+    self._verify(epoch)
+    item = {"params": abstract_params}
+    restore_args = jax.tree_util.tree_map(lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding), item)
+    args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+    with _reads_that_fail_as_unreadable():
+      return self._manager.restore(epoch, args=ocp.args.Composite(state=args))["state"]["params"]
 
   def close(self) -> None:
     self._manager.close()

@@ -2,12 +2,12 @@
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mmr_jax.models import mmr
 from mmr_jax.models import posembed
 from mmr_jax.weights import fetch
 from mmr_jax.weights import loading
@@ -17,11 +17,10 @@ from mmr_jax.weights import loading
 RANDOM_TEACHER_SEED = 0
 
 
-def student_params(config: ml_collections.ConfigDict, keys: jax.Array) -> Any:
-  """Fresh student parameters for K seeds at once (leading axis K, one key each; the same values as K one-seed
-  inits). The encoder (MAE checkpoint) or whole student (MMR checkpoint) named by `config.init.student`
-  overwrites the random values."""
-  student = mmr.build_student(config.model)
+def student_params(config: ml_collections.ConfigDict, student: nn.Module, keys: jax.Array) -> Any:
+  """Fresh parameters of `student` (the config's) for K seeds at once (leading axis K, one key each; the same
+  values as K one-seed inits). The encoder (MAE checkpoint) or whole student (MMR checkpoint) named by
+  `config.init.student` overwrites the random values."""
   dummy = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
   # One compiled init for all seeds: op-by-op initialisation costs a compilation per operation.
   params = jax.device_get(jax.jit(jax.vmap(lambda key: student.init(key, dummy)["params"]))(keys))
@@ -59,9 +58,8 @@ def table_grid(table: np.ndarray) -> int:
   return side if side * side == rows else int(round(np.sqrt(rows - 1)))
 
 
-def teacher_params(config: ml_collections.ConfigDict) -> Any:
-  """The frozen teacher: torchvision weights named by `config.init.teacher`, or a fixed random network."""
-  teacher = mmr.build_teacher(config.model)
+def teacher_params(config: ml_collections.ConfigDict, teacher: nn.Module) -> Any:
+  """The frozen `teacher` (the config's): the weights named by `config.init.teacher`, or a fixed random network."""
   dummy = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
   init = lambda key: teacher.init(key, dummy)["params"]
   if not config.init.teacher:

@@ -7,6 +7,7 @@ import pathlib
 import socket
 
 from mmr_jax import errors
+from mmr_jax import files
 
 
 class WorkdirLocked(errors.RunError):
@@ -17,7 +18,7 @@ class WorkdirLock:
   """Held from `acquire()` until `release()` or the end of the process."""
 
   def __init__(self, workdir: pathlib.Path):
-    self.path = pathlib.Path(workdir) / ".lock"
+    self.path = pathlib.Path(workdir) / files.LOCK
     self._file = None
 
   def acquire(self) -> "WorkdirLock":

@@ -9,6 +9,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from mmr_jax import errors
+
 DATA_AXIS = "data"
 
 
@@ -17,7 +19,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   devices = jax.devices()
   if num_devices is not None:
     if num_devices > len(devices):
-      raise ValueError(f"asked for {num_devices} devices, but only {len(devices)} are visible")
+      raise errors.UserError(f"asked for {num_devices} devices, but only {len(devices)} are visible")
     devices = devices[:num_devices]
   # Auto axes: XLA propagates shardings through the step; no annotation inside the model is needed.
   return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
@@ -35,7 +37,7 @@ def batch_sharding(mesh: Mesh, extra_leading_axes: int = 0) -> NamedSharding:
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
   devices = mesh.shape[DATA_AXIS]
   if batch_size % devices:
-    raise ValueError(
+    raise errors.UserError(
       f"{what} ({batch_size}) must be divisible by the number of devices ({devices}); "
       f"set --config.{what}=<a multiple of {devices}>"
     )
@@ -58,3 +60,9 @@ def to_host(tree):
     return np.asarray(jax.device_get(x))
 
   return jax.tree_util.tree_map(fetch, tree)
+
+
+def abstract_replicated(tree, mesh: Mesh):
+  """The shapes and dtypes of `tree` (arrays or ShapeDtypeStructs), replicated on the mesh: a restore's target."""
+  spec = replicated(mesh)
+  return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=spec), tree)

@@ -1,8 +1,9 @@
-"""The compiled functions of a run: teacher features, the training step (Eq. 1 + AdamW) and the anomaly map.
+"""The compiled functions of training: teacher features and the training step (Eq. 1 + AdamW).
 
 Every function works on K independent models at once (a leading seed axis on the state and the batch, K = 1
 for a plain run): one compiled program trains K seeds side by side. The batch axis is sharded over the mesh's
-'data' axis and parameters are replicated (data parallelism); XLA inserts the gradient all-reduce.
+'data' axis and parameters are replicated (data parallelism); XLA inserts the gradient all-reduce. Compiler
+options are the platform's (mmr_jax.runtime.Platform.compiler_options), passed in by the caller.
 """
 
 import functools
@@ -16,7 +17,10 @@ import optax
 
 from mmr_jax import objectives
 from mmr_jax.models import layers
+from mmr_jax.models import mmr
 from mmr_jax.training import sharding
+
+CompilerOptions = dict[str, str] | None
 
 
 @flax.struct.dataclass
@@ -36,25 +40,6 @@ def create_train_state(params: Any, tx: optax.GradientTransformation, seed_key: 
   )
 
 
-def compiler_options(mesh: jax.sharding.Mesh, dtype: Any = jnp.float32) -> dict[str, str] | None:
-  """XLA options of the compiled functions below, for the mesh's backend and the model's compute dtype.
-
-  On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. Its convolutions slow this model
-  down (the native 3×3 backward by 5×, the teacher by a third), so they go to XLA's own kernels; its reductions
-  are kept, 5× faster than XLA's for the cosine distances of Eq. 1 and 2. Its single dots are kept only where
-  bfloat16 runs on the CPU's bf16 matrix instructions (`layers.bf16_matmul_units`): the only path on which a
-  bf16 dot reaches that rate (2× float32 on AVX512-BF16). Elsewhere XLA's own dots are as fast in float32 and
-  faster in bfloat16 without those instructions (1.7×), and keep the rounding of K seeds in one program equal to
-  that of one seed alone. docs/cpu-performance.md has the figures. Other backends: no option.
-  """
-  if mesh.devices.flat[0].platform != "cpu":
-    return None
-  fusions = ["LIBRARY_FUSION_TYPE_REDUCE"]
-  if layers.bf16_matmul_units(dtype):
-    fusions.append("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
-  return {"xla_cpu_experimental_ynn_fusion_type": ",".join(fusions)}
-
-
 def at_precision(function: Callable, precision: str) -> Callable:
   """`function` traced under `jax.default_matmul_precision(precision)` (model.precision): every dot and
   convolution without an explicit precision, the student's and the teacher's, gets it. On GPUs "default" is TF32
@@ -70,21 +55,24 @@ def at_precision(function: Callable, precision: str) -> Callable:
   return traced
 
 
-def make_teacher_fn(teacher: nn.Module, mesh: jax.sharding.Mesh, precision: str = "highest") -> Callable:
+def make_teacher_fn(
+  teacher: nn.Module, mesh: jax.sharding.Mesh, precision: str = "highest", compiler_options: CompilerOptions = None
+) -> Callable:
   """(teacher_params, images (K, B, H, W, 3)) → three (K, B, h, w, C) float32 feature maps. Compiled on its own:
-  the teacher needs no gradient, and a separate program lets XLA schedule its convolutions best (CPU notes)."""
+  the teacher needs no gradient, and a separate program lets XLA schedule its convolutions best (CPU notes).
+  Training and scoring share it."""
   batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
 
   def features(teacher_params, images):
     k, b = images.shape[:2]
-    maps = teacher.apply({"params": teacher_params}, images.reshape(k * b, *images.shape[2:]))
-    return tuple(m.astype(jnp.float32).reshape(k, b, *m.shape[1:]) for m in maps)
+    maps = mmr.teacher_features(teacher, teacher_params, images.reshape(k * b, *images.shape[2:]))
+    return tuple(m.reshape(k, b, *m.shape[1:]) for m in maps)
 
   return jax.jit(
     at_precision(features, precision),
     in_shardings=(sharding.replicated(mesh), batch),
     out_shardings=batch,
-    compiler_options=compiler_options(mesh, teacher.dtype),
+    compiler_options=compiler_options,
   )
 
 
@@ -94,6 +82,7 @@ def make_train_step(
   mask_ratio: float,
   mesh: jax.sharding.Mesh,
   precision: str = "highest",
+  compiler_options: CompilerOptions = None,
 ) -> Callable:
   """(state, images (K,B,H,W,3), weights (K,B), teacher features, lr) → (state, metrics); the old state's buffers
   are donated. `weights` is 1 for real images and 0 for the rows that pad an epoch's last, smaller batch: the loss
@@ -132,37 +121,5 @@ def make_train_step(
     in_shardings=(replicated, batch, batch, batch, None),
     out_shardings=(replicated, replicated),
     donate_argnums=(0,),
-    compiler_options=compiler_options(mesh, student.dtype),
-  )
-
-
-def make_anomaly_fn(
-  student: nn.Module,
-  mesh: jax.sharding.Mesh,
-  sigma: float,
-  truncate: float,
-  mask_ratio: float = 0.0,
-  precision: str = "highest",
-) -> Callable:
-  """(params (K,…), images (B,H,W,3), teacher features (B,…), rng) → smoothed maps (K,B,H,W), scores (K,B).
-
-  The test images and their teacher features are shared by the K models; only the students differ. The student
-  runs with `mask_ratio` (eval.test_mask_ratio; the published 0 hides nothing and ignores `rng`, raw PRNG key
-  data); with a ratio > 0 every seed masks the batch with the same noise, drawn from `rng`."""
-  batch = sharding.batch_sharding(mesh)
-  per_seed_batch = sharding.batch_sharding(mesh, extra_leading_axes=1)
-  replicated = sharding.replicated(mesh)
-
-  def one_seed(params, images, teacher_features, rng):
-    rngs = {"masking": jax.random.wrap_key_data(rng)} if mask_ratio > 0 else None
-    features = student.apply({"params": params}, images, mask_ratio, rngs=rngs)
-    maps = objectives.anomaly_maps(teacher_features, features, images.shape[1:3], sigma, truncate)
-    return maps.smoothed, maps.score
-
-  anomaly = at_precision(jax.vmap(one_seed, in_axes=(0, None, None, None)), precision)
-  return jax.jit(
-    anomaly,
-    in_shardings=(replicated, batch, batch, replicated),
-    out_shardings=per_seed_batch,
-    compiler_options=compiler_options(mesh, student.dtype),
+    compiler_options=compiler_options,
   )

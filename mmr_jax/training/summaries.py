@@ -14,6 +14,7 @@ import numpy as np
 import tensorboardX
 
 from mmr_jax import errors
+from mmr_jax import files
 
 
 def _records_up_to(path: pathlib.Path, last_step: int) -> list[str]:
@@ -41,7 +42,7 @@ class MetricWriter:
   multi-host run, which share the workdir) it writes nothing."""
 
   def __init__(self, workdir: pathlib.Path, resume_after_step: int = 0, enabled: bool = True):
-    self.path = workdir / "metrics.jsonl"
+    self.path = workdir / files.METRICS
     self.enabled = enabled
     if not enabled:
       return
@@ -49,7 +50,7 @@ class MetricWriter:
       kept = _records_up_to(self.path, resume_after_step)
       self.path.write_text("".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
-    self._tensorboard = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
+    self._tensorboard = tensorboardX.SummaryWriter(str(workdir / files.TENSORBOARD))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

@@ -2,8 +2,8 @@
 its checksum, convert it once to a .npz, and resolve names or paths to PyTorch-named state dicts for training init.
 Nothing here needs PyTorch.
 
-  python -m mmr_jax.weights.fetch NAME [NAME ...] [--cache_dir=DIR]     # download, verify, convert
-  python -m mmr_jax.weights.fetch --list                                 # the catalog and what is cached
+  python -m mmr_jax fetch_weights NAME [NAME ...] [--cache_dir=DIR]     # download, verify, convert
+  python -m mmr_jax fetch_weights --list                                 # the catalog and what is cached
 
 The cache folder is --cache_dir, else $MMR_JAX_CACHE, else ~/.cache/mmr_jax. It holds the original file under its
 published name (checked again whenever it is converted) and `<name>.npz`: the arrays the model uses, as float32
@@ -23,9 +23,7 @@ import urllib.request
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
-from absl import flags
 
-from mmr_jax import runtime
 from mmr_jax.weights import catalog
 from mmr_jax.weights import loading
 from mmr_jax.weights import names
@@ -109,7 +107,7 @@ def _manual_instructions(entry: catalog.CatalogEntry, cache: pathlib.Path, reaso
     f"  1. download {entry.url} on a machine that has access;\n"
     f"  2. put it here, under exactly this name: {source_path(entry, cache)}\n"
     f"     (the cache folder is --cache_dir, else ${CACHE_ENV}, else {DEFAULT_CACHE});\n"
-    f"  3. run `python -m mmr_jax.weights.fetch {entry.name} --cache_dir={cache}`: it verifies the checksum "
+    f"  3. run `python -m mmr_jax fetch_weights {entry.name} --cache_dir={cache}`: it verifies the checksum "
     "and converts the file.\n"
     f"Or give the path of a weights file (.pth/.safetensors/.npz) instead of the name, e.g. "
     f"init.{entry.role}=/path/to/{entry.filename}."
@@ -252,7 +250,8 @@ def resolve(
   return state
 
 
-def _describe(entry: catalog.CatalogEntry, folder: pathlib.Path) -> str:
+def describe(entry: catalog.CatalogEntry, folder: pathlib.Path) -> str:
+  """One catalog entry and what of it is cached, for `fetch_weights --list`."""
   if converted_path(entry, folder).is_file():
     state = "converted"
   elif entry.package:
@@ -266,46 +265,3 @@ def _describe(entry: catalog.CatalogEntry, folder: pathlib.Path) -> str:
     state = "not cached"
   check = "SHA-256" if entry.sha256 else ("MD5 prefix" if entry.md5_prefix else "no checksum")
   return f"{entry.name:24} {entry.role:8} {entry.source:12} {check:12} {state}\n    {entry.model}\n    {entry.url}"
-
-
-def _flag_values() -> flags.FlagValues:
-  """The command's flags, in a FlagValues of its own (`main` may be called from Python, more than once)."""
-  values = flags.FlagValues()
-  flags.DEFINE_string(
-    "cache_dir", None, f"Cache folder (default ${CACHE_ENV}, else {DEFAULT_CACHE}).", flag_values=values
-  )
-  flags.DEFINE_float("timeout", TIMEOUT_S, "Network timeout per operation, seconds.", flag_values=values)
-  flags.DEFINE_bool("list", False, "Show the catalog and what is cached.", flag_values=values)
-  return values
-
-
-def main(argv: list[str] | None = None) -> int:
-  """`python -m mmr_jax.weights.fetch NAME ... [--cache_dir=DIR] [--timeout=S] [--list]`."""
-  argv = sys.argv[1:] if argv is None else argv
-  args = _flag_values()
-  if any(arg in ("-h", "--help") for arg in argv):
-    print(__doc__.strip() + f"\n\nNames: {', '.join(catalog.CATALOG)}\n\nFlags:\n" + runtime.flags_help(args))
-    return 0
-  try:
-    requested = args(["python -m mmr_jax.weights.fetch", *argv])[1:]
-  except flags.Error as error:
-    _stderr(f"error: {error}")
-    return 2
-  folder = cache_dir(args.cache_dir)
-  if args.list or not requested:
-    print(f"cache: {folder}")
-    for entry in catalog.CATALOG.values():
-      print(_describe(entry, folder))
-    return 0
-  status = 0
-  for name in requested:
-    try:
-      print(fetch(name, folder, args.timeout))
-    except WeightsError as error:
-      _stderr(f"error: {error}")
-      status = 1
-  return status
-
-
-if __name__ == "__main__":
-  sys.exit(main())

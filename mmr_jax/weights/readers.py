@@ -32,7 +32,7 @@ def read_state_dict(path: str | os.PathLike, prefix: str | None = None) -> State
   if not path.is_file():
     raise WeightsError(
       f"weights file not found: {path}. Give the path of a {'/'.join(SUFFIXES)} file, or a "
-      "catalog name (python -m mmr_jax.weights.fetch --list)."
+      "catalog name (python -m mmr_jax fetch_weights --list)."
     )
   suffix = path.suffix.lower()
   if suffix == ".npz":

@@ -1,6 +1,6 @@
 """A procedurally generated AeBAD-like dataset, written in the published AeBAD-S and AeBAD-V layouts.
 
-    python -m mmr_jax.data.synthetic --out data/synthetic --seed 0 [--size tiny|small|large]
+    python -m mmr_jax synthetic --out data/synthetic --seed 0 [--size tiny|small|large]
 
 AeBAD_S: one turbine blade per image (airfoil with a tilted tip, platform and root block, shaded by a
 directional light, brushed texture), not aligned: varying scale, position and angle, on black and gray

@@ -1,0 +1,61 @@
+"""The files a run, an evaluation and a prediction write: their names, defined here once, and the one way they
+are written — whole or not at all (a temporary file in the same folder, renamed over the target), so that a kill,
+a full disk or a crash never leaves a torn file that a rerun would trust."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+# A training run's workdir.
+CONFIG = "config.json"  # The config it trains with, written when it starts or resumes.
+CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+CALIBRATION = "calibration.json"  # The held-out normals' scores (mmr_jax/calibration.py).
+# What an evaluation writes (into the workdir, or evaluate.py's --out).
+RESULTS = "results.json"
+RESULTS_TABLE = "results.md"
+REPORT = "report.html"
+FIGURES = "figures"
+HEATMAPS = "heatmaps"
+# What predict.py writes into its --out (default WORKDIR/predictions).
+PREDICTIONS = "predictions"
+SCORES = "scores.csv"
+UNREADABLE = "unreadable.csv"
+PREDICT_SETTINGS = "predict.json"
+MAPS = "maps"
+# What the export writes.
+EXPORTED_JAX = "model.jax"
+EXPORTED_SAVEDMODEL = "savedmodel"
+EXPORT_METADATA = "model.json"
+
+
+def seed_results(directory: pathlib.Path, seed: int, num_seeds: int) -> pathlib.Path:
+  """Where one seed's results.json is: the top level of a one-seed run, seed_<s>/ of a K-seed run."""
+  return directory / RESULTS if num_seeds == 1 else directory / f"seed_{seed}" / RESULTS
+
+
+def write_atomic(path: pathlib.Path, content: str | bytes) -> pathlib.Path:
+  """Writes `content` to PATH whole or not at all: into a temporary file beside it, flushed to disk, then renamed
+  over PATH (an atomic replace on POSIX file systems). Creates the parent folder."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  data = content.encode() if isinstance(content, str) else content
+  try:
+    with open(temporary, "wb") as handle:
+      handle.write(data)
+      handle.flush()
+      os.fsync(handle.fileno())
+    os.replace(temporary, path)
+  finally:
+    temporary.unlink(missing_ok=True)
+  return path
+
+
+def write_json(path: pathlib.Path, value: Any) -> pathlib.Path:
+  return write_atomic(path, json.dumps(value, indent=2) + "\n")
