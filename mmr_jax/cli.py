@@ -36,6 +36,7 @@ COMMANDS = {
   "evaluate": "evaluate a trained workdir again (or converted weights, or the untrained model)",
   "predict": "score image files with a trained workdir: scores, decisions, heatmaps",
   "export": "export a trained model for use without this project (jax.export, SavedModel)",
+  "study": "a scaling study: a grid of runs, detection against compute, over seeds",
   "benchmark": "time a config's compiled functions against the device's matmul peak",
   "sweep": "benchmark throughput over batch sizes and device counts",
   "parity": "check equality with a PyTorch MMR on reference files",

@@ -135,3 +135,68 @@ def _png(fig: mpl_figure.Figure) -> bytes:
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
   return buffer.getvalue()
+
+
+def _study_value(text: str) -> float | str:
+  try:
+    return float(text)
+  except ValueError:
+    return text
+
+
+def study_against_compute(rows: list[dict], keys: list[str], metrics: tuple[str, ...]) -> bytes:
+  """A scaling study's points: each metric (mean over the subsets; error bars: std over the seeds) against the
+  training compute of one seed, on a log axis; each point labelled with its varied values."""
+  fig = mpl_figure.Figure(figsize=(4.6 * len(metrics), 4.0), dpi=100, layout="constrained")
+  axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+  for ax, metric in zip(axes, metrics):
+    for row in rows:
+      x, y = row.get("train_pflop_per_seed"), row.get(f"{metric}/mean")
+      if x is None or y is None:
+        continue
+      ax.errorbar(x * 1e3, 100 * y, yerr=100 * (row.get(f"{metric}/mean_std") or 0.0), fmt="o", capsize=3)
+      label = ", ".join(f"{key.rsplit('.', 1)[-1]}={row[key]}" for key in keys)
+      ax.annotate(label, (x * 1e3, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute per seed (TFLOP)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')}, mean over subsets (%)")
+    ax.grid(alpha=0.3)
+  fig.suptitle("detection against training compute (error bars: std over seeds)", fontsize=10)
+  return _png(fig)
+
+
+def study_against_key(rows: list[dict], keys: list[str], key: str, metrics: tuple[str, ...]) -> bytes:
+  """Each metric (mean over the subsets ± std over seeds) against one varied key, one line per combination of the
+  other varied keys' values."""
+  others = [other for other in keys if other != key]
+  fig = mpl_figure.Figure(figsize=(4.6 * len(metrics), 4.0), dpi=100, layout="constrained")
+  axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+  values = list(dict.fromkeys(row[key] for row in rows))
+  numeric = all(isinstance(_study_value(v), float) for v in values)
+  position = {v: (_study_value(v) if numeric else i) for i, v in enumerate(values)}
+  for ax, metric in zip(axes, metrics):
+    lines = {}
+    for row in rows:
+      lines.setdefault(tuple(row[other] for other in others), []).append(row)
+    for line, members in lines.items():
+      members = sorted((m for m in members if m.get(f"{metric}/mean") is not None), key=lambda m: position[m[key]])
+      if not members:
+        continue
+      label = ", ".join(f"{other.rsplit('.', 1)[-1]}={v}" for other, v in zip(others, line)) or None
+      ax.errorbar(
+        [position[m[key]] for m in members],
+        [100 * m[f"{metric}/mean"] for m in members],
+        yerr=[100 * (m.get(f"{metric}/mean_std") or 0.0) for m in members],
+        marker="o",
+        capsize=3,
+        label=label,
+      )
+    if not numeric:
+      ax.set_xticks(range(len(values)), values)
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"{metric.replace('_', ' ')}, mean over subsets (%)")
+    ax.grid(alpha=0.3)
+    if others:
+      ax.legend(fontsize=7)
+  fig.suptitle(f"detection against {key} (error bars: std over seeds)", fontsize=10)
+  return _png(fig)

@@ -105,8 +105,8 @@ class Report:
         files.write_atomic(directory / files.FIGURES / name, png)
       sections += [
         f"<h2>Image scores per domain{first}</h2>",
-        _img(plots["domains.png"], "image scores per domain"),
-        _img(plots["score_distributions.png"], "score distributions and ROC curves per subset"),
+        image_tag(plots["domains.png"], "image scores per domain"),
+        image_tag(plots["score_distributions.png"], "score distributions and ROC curves per subset"),
       ]
     if self.overlays:
       sections.append(
@@ -124,7 +124,7 @@ class Report:
           files.write_atomic(
             directory / files.HEATMAPS / subset / (item.name.replace("/", "__").rsplit(".", 1)[0] + ".png"), png
           )
-          sections.append(_img(png, item.title))
+          sections.append(image_tag(png, item.title))
     sections += [
       "<h2>Config</h2>",
       f"<pre>{html.escape(json.dumps(self.config.to_dict(), indent=2, default=str))}</pre>",
@@ -133,9 +133,7 @@ class Report:
       "<h2>Software</h2>",
       _versions_table(),
     ]
-    return files.write_atomic(
-      directory / files.REPORT, _PAGE.format(title=html.escape(header), body="\n".join(sections))
-    )
+    return files.write_atomic(directory / files.REPORT, page(header, "\n".join(sections)))
 
 
 def _html_table(results: reports.Results, std) -> str:
@@ -147,7 +145,8 @@ def _html_table(results: reports.Results, std) -> str:
   return f"<table><tr><th>metric</th>{head}</tr>{rows}</table>"
 
 
-def _img(png: bytes, alt: str) -> str:
+def image_tag(png: bytes, alt: str) -> str:
+  """An <img> with the PNG inside (a data URI): the page needs no folder beside it."""
   return f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}"></figure>'
 
 
@@ -169,6 +168,11 @@ def _versions_table() -> str:
   return (
     "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"
   )
+
+
+def page(title: str, body: str) -> str:
+  """A self-contained HTML page in the report's style (report.html, study.html)."""
+  return _PAGE.format(title=html.escape(title), body=body)
 
 
 _PAGE = """<!DOCTYPE html>

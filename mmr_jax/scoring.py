@@ -103,6 +103,12 @@ class Scorer:
     scorer used only for its shapes (lowering, `abstract_params`) needs none."""
     return jax.device_put(init.teacher_params(self.config, self.teacher), sharding.replicated(self.mesh))
 
+  def abstract_teacher_params(self) -> Any:
+    """The teacher's parameter shapes and dtypes, computed by nothing: what lowering needs instead of weights."""
+    size = self.config.data.image_size
+    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    return jax.eval_shape(lambda key: self.teacher.init(key, dummy)["params"], jax.random.key(0))
+
   def seed_keys(self) -> tuple[jax.Array, jax.Array]:
     """Seed s: key(s) → (student init key, training key), stacked over the config's seeds; the same in a K-seed
     run and a one-seed run."""

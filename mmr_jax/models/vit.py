@@ -15,6 +15,14 @@ from mmr_jax.models import layers
 from mmr_jax.models import posembed
 
 Dtype = Any
+# Named encoder sizes (MAE/ViT conventions, head width 64), for scaling studies (`model.vit=Ti,S,B`): width, depth,
+# heads. configs/common.py spells out the same table (the configs import nothing from mmr_jax; a test keeps them equal).
+SIZES = {
+  "Ti": dict(width=192, depth=12, num_heads=3),
+  "S": dict(width=384, depth=12, num_heads=6),
+  "B": dict(width=768, depth=12, num_heads=12),
+  "L": dict(width=1024, depth=24, num_heads=16),
+}
 
 
 def num_kept(num_tokens: int, mask_ratio: float) -> int:
