@@ -11,6 +11,8 @@ seeds. A study is a grid of ordinary runs (`python -m mmr_jax study --config=FIL
 
 Grid values are parsed as the key's type in the config (int, float, bool, str; a tuple as `a;b`). `model.vit=Ti,S,B`
 names encoder sizes (`SIZES`), setting width, depth and heads; a `model.vit.*` key given beside it applies on top.
+A point that varies data.image_size and not data.resize_size keeps the base config's resize-to-crop ratio (the
+published 256/224), so that every size sees the same field of view at test time.
 """
 
 from __future__ import annotations
@@ -143,6 +145,9 @@ def point_config(base: ml_collections.ConfigDict, point: Point) -> ml_collection
         f"--grid: the config has no key {key}" + (f" (named sizes: {SIZES_KEY}=Ti,S,B)" if key == "model.vit" else "")
       )
     node[leaf] = _parse_like(node[leaf], text, key)
+  varied = {key for key, _ in point.values}
+  if "data.image_size" in varied and "data.resize_size" not in varied:
+    config.data.resize_size = round(config.data.image_size * base.data.resize_size / base.data.image_size)
   try:
     return config_lib.validate(config)
   except config_lib.ConfigError as error:

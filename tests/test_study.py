@@ -40,10 +40,13 @@ def test_the_grid_its_points_and_their_share():
 
 def test_a_points_config_takes_the_keys_types_and_named_sizes():
   base = synthetic.get_config()
-  grid = study.parse_grid(["model.vit=S", "model.vit.depth=2", "optim.lr=3e-4", "data.hflip_prob=0"])
+  grid = study.parse_grid(
+    ["model.vit=S", "model.vit.depth=2", "optim.lr=3e-4", "data.hflip_prob=0", "data.image_size=96"]
+  )
   config = study.point_config(base, study.grid_points(grid)[0])
   assert (config.model.vit.width, config.model.vit.num_heads, config.model.vit.depth) == (384, 6, 2)
   assert config.optim.lr == 3e-4 and config.data.hflip_prob == 0.0
+  assert (base.data.image_size, base.data.resize_size, config.data.resize_size) == (160, 183, 110)  # 256/224 kept.
   assert vit.SIZES == {name: size for name, size in common.VIT_SIZES.items() if name in vit.SIZES}
   for spec, message in (
     ("model.vit=XL", "not a named size"),
