@@ -141,6 +141,9 @@ def get_config() -> ml_collections.ConfigDict:
       # False-positive rate on the held-out normals at which the decision threshold is set (predict.py --fpr
       # overrides it).
       threshold_fpr=0.01,
+      # 0: the published protocol. K > 0: each test subset is also scored by the model adapted to it from K of its
+      # normal images (mmr_jax/adaptation.py; docs/adaptation.md), which are then left out of its metrics.
+      adapt_shots=0,
     )
   )
   return c

@@ -11,6 +11,11 @@ At the end of training, `data.calibration_fraction` of the normal training image
   0, the threshold to 0.5, whatever the model's raw scale, so that scores of different runs read alike. It is not
   clipped, so it ranks images as the raw score does.
 
+An adapted model (mmr_jax/adaptation.py) is calibrated the same way from its K shots: each shot's score with the
+memory of the other K − 1 (leave one out) stands for a new normal image of the domain, and the same rule sets the
+threshold on those K scores (`from_shots`). K scores resolve rates down to 1/K only: with fewer than 1/f shots the
+threshold is the highest of them, which a new normal image of the domain exceeds about once in K + 1.
+
 Nothing here looks at a labelled test set: test results only report how the threshold fares (`metrics`).
 No JAX here.
 """
@@ -33,7 +38,8 @@ class Calibration:
 
   scores: np.ndarray  # (n,) float64, ascending.
   fpr: float
-  fraction: float  # data.calibration_fraction that held them out.
+  fraction: float  # data.calibration_fraction that held them out (0 for shots).
+  source: str = "held-out normal images"  # What the scores are of, for `describe`.
 
   @property
   def threshold(self) -> float:
@@ -60,16 +66,26 @@ class Calibration:
   def describe(self) -> str:
     n = len(self.scores)
     text = (
-      f"threshold {self.threshold:.5g} at {100 * self.fpr:g} % false positives on {n} held-out normal "
-      f"images ({100 * self.held_out_fpr():.1f} % of them above it)"
+      f"threshold {self.threshold:.5g} at {100 * self.fpr:g} % false positives on {n} {self.source} "
+      f"({100 * self.held_out_fpr():.1f} % of them above it)"
     )
     if n * self.fpr < 1:
+      more = (
+        "more normal images to adapt with"
+        if self.fraction == 0
+        else "a larger data.calibration_fraction or more training images"
+      )
       text += (
-        f"; {n} held-out images resolve rates down to {100 / n:.3g} % only, so the threshold is their "
-        f"maximum ({int(np.ceil(1 / self.fpr))} would resolve {100 * self.fpr:g} %: a larger "
-        f"data.calibration_fraction or more training images)"
+        f"; {n} images resolve rates down to {100 / n:.3g} % only, so the threshold is their "
+        f"maximum ({int(np.ceil(1 / self.fpr))} would resolve {100 * self.fpr:g} %: {more})"
       )
     return text
+
+
+def from_shots(shot_scores: np.ndarray, fpr: float) -> Calibration:
+  """An adapted model's calibration: the same rule on its shots' leave-one-out scores (module docstring)."""
+  scores = np.sort(np.asarray(shot_scores, np.float64))
+  return Calibration(scores, fpr, 0.0, "normal images of the domain, each scored against the others")
 
 
 def threshold_at_fpr(normal_scores: np.ndarray, fpr: float) -> float:

@@ -118,6 +118,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(
     0 <= config.eval.test_mask_ratio < 1, f"eval.test_mask_ratio must lie in [0, 1), got {config.eval.test_mask_ratio}"
   )
+  shots = config.eval.adapt_shots
+  _require(
+    isinstance(shots, int) and shots >= 0, f"eval.adapt_shots must be an int ≥ 0 (0: no adaptation), got {shots!r}"
+  )
+  _require(
+    shots == 0 or config.eval.test_mask_ratio == 0,
+    "eval.adapt_shots > 0 scores with the whole image seen: it needs eval.test_mask_ratio=0 (the published setting)",
+  )
   _require(
     0 < config.eval.threshold_fpr < 1,
     f"eval.threshold_fpr must lie in (0, 1), e.g. 0.01 for a 1 % false-positive rate, got {config.eval.threshold_fpr}",

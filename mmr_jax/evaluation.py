@@ -1,6 +1,10 @@
 """Evaluation with K trained students at once: every test subset scored (`scoring.Scorer`), the paper's metrics per
 seed (docs/spec.md §5, §8), results.json / results.md and report.html; and the scores of the held-out normals that
-calibrate the decision threshold (§10)."""
+calibrate the decision threshold (§10).
+
+With eval.adapt_shots = K (0, the published protocol, by default), each subset is also scored by the model adapted
+to it (mmr_jax/adaptation.py) from K of its normal test images, drawn by a fixed rule (`adaptation_shots`). Those K
+images are left out of every metric of the subset, adapted or not, so both rows are measured on the same images."""
 
 from __future__ import annotations
 
@@ -33,12 +37,47 @@ def describe(config: ml_collections.ConfigDict) -> str:
   )
 
 
-def predict_subset(config: ml_collections.ConfigDict, scorer: scoring.Scorer, params: Any, subset: str):
-  """The K students' maps of one test subset, with its ground truth (scoring.Predictions)."""
+def predict_subset(
+  config: ml_collections.ConfigDict,
+  scorer: scoring.Scorer,
+  params: Any,
+  subset: str,
+  adaptation: scoring.Adaptation | None = None,
+) -> scoring.Predictions:
+  """The K students' maps of one test subset (adapted, with an adaptation), with its ground truth."""
   # Masking noise at test time (eval.test_mask_ratio > 0; unused at the published 0): a pure function of the
   # run's seed, the subset and the batch, so that evaluating again gives the same maps.
   subset_key = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(subset.encode()))
-  return scorer.score_batches(params, pipeline.eval_batches(config, subset), subset_key)
+  return scorer.score_batches(params, pipeline.eval_batches(config, subset), subset_key, adaptation)
+
+
+def adaptation_shots(kinds: np.ndarray, subset: str, count: int) -> np.ndarray:
+  """The indices (in eval order) of the `count` normal test images of a subset that adapt the model to it: the
+  first of a permutation of its normal images drawn from a generator seeded by the subset's name alone, so every
+  run and seed of a study adapts from the same images. At least one normal image must remain to be scored
+  (pipeline.check_adaptation_shots says so before any work)."""
+  normals = np.flatnonzero(kinds == layouts.GOOD)
+  if len(normals) <= count:
+    raise ValueError(f"{subset}: {len(normals)} normal images cannot give {count} shots and one to score")
+  return np.sort(np.random.default_rng(zlib.crc32(subset.encode())).permutation(normals)[:count])
+
+
+def adapted_subset(
+  config: ml_collections.ConfigDict,
+  scorer: scoring.Scorer,
+  params: Any,
+  subset: str,
+  predictions: scoring.Predictions,
+) -> tuple[scoring.Predictions, scoring.Predictions, list[calibration.Calibration]]:
+  """(unadapted, adapted predictions on the images that are not shots, the adapted thresholds per seed) of a
+  subset, with eval.adapt_shots of its normal images as the shots."""
+  shots = adaptation_shots(predictions.kinds, subset, config.eval.adapt_shots)
+  rest = np.setdiff1d(np.arange(len(predictions.labels)), shots)
+  adaptation = scorer.adapt(params, pipeline.test_images(config, subset, shots))
+  adapted = predict_subset(config, scorer, params, subset, adaptation).take(rest)
+  fpr = config.eval.threshold_fpr
+  thresholds = [calibration.from_shots(row, fpr) for row in np.asarray(jax.device_get(adaptation.shot_scores))]
+  return predictions.take(rest), adapted, thresholds
 
 
 def subset_results(
@@ -80,10 +119,17 @@ def evaluate(
   report = report_page.Report(config) if write_report and jax.process_index() == 0 else None
   for subset in layouts.subset_names(config):
     predictions = predict_subset(config, scorer, params, subset)
+    adapted, thresholds = None, None
+    if config.eval.adapt_shots:
+      predictions, adapted, thresholds = adapted_subset(config, scorer, params, subset, predictions)
+      adapted_rows = subset_results(config, adapted, thresholds)
     for k, results in enumerate(subset_results(config, predictions, calibrations)):
+      if adapted is not None:
+        shots = config.eval.adapt_shots
+        results[reports.ADAPTED] = {**adapted_rows[k], "threshold": thresholds[k].threshold, "shots": shots}
       per_seed[k][subset] = results
     if report:
-      report.add(subset, predictions)
+      report.add(subset, predictions, calibrations, adapted, thresholds)
   if jax.process_index() != 0:
     return {}
   top = reports.write_results(out, seeds, per_seed, header=describe(config))

@@ -227,6 +227,7 @@ def evaluate(
     raise errors.UserError("--checkpoint evaluates one student; use --config.num_seeds=1")
   if not student_checkpoint and config.num_epochs != 0 and not (workdir / files.CHECKPOINTS).is_dir():
     raise resume.no_checkpoint(workdir, EVALUATE_HINT)  # Before anything is built: a mistyped workdir costs nothing.
+  pipeline.check_adaptation_shots(config)
   scorer = scoring.Scorer(config)
   if student_checkpoint:
     with config.unlocked():

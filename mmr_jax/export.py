@@ -40,10 +40,10 @@ def serving_function(model: inference.TrainedModel) -> tuple[Callable, dict[str,
       f"eval.test_mask_ratio={model.config.eval.test_mask_ratio} makes the maps depend on masking "
       f"noise; export supports the published 0 only"
     )
-  weights = {
-    "student": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params),
-    "teacher": model.scorer.teacher_params,
-  }
+  first_seed = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[0], tree)
+  weights = {"student": first_seed(model.params), "teacher": model.scorer.teacher_params}
+  if model.adaptation is not None:  # Baked in: the artefact scores as the adapted model does.
+    weights["memories"] = first_seed(model.adaptation.memories)
   return model.scorer.serving_function(), jax.tree_util.tree_map(np.asarray, jax.device_get(weights))
 
 
@@ -72,6 +72,8 @@ def metadata(model: inference.TrainedModel, export_format: str, platforms: tuple
       "formula": "0.5 * (score - centre) / (threshold - centre); anomalous when score > threshold",
     },
     "calibrated": c is not None,
+    "threshold_from": None if c is None else c.source,
+    "adaptation": model.adaptation_id,
     "seed": model.seed,
     "epochs_trained": model.epochs_trained,
     "mmr_jax_version": importlib.metadata.version("mmr_jax"),

@@ -109,9 +109,14 @@ def score_distributions(per_subset: Mapping[str, tuple[np.ndarray, np.ndarray]])
   return _png(fig)
 
 
-def domains_side_by_side(per_subset: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
+def domains_side_by_side(
+  per_subset: Mapping[str, tuple[np.ndarray, np.ndarray]],
+  thresholds: Mapping[str, float] | None = None,
+  title: str = "",
+) -> bytes:
   """Every subset's image scores on one axis, normal and anomalous side by side: under a domain shift the
-  normal images' scores rise towards the defects', which is the picture of MMR's claim."""
+  normal images' scores rise towards the defects', which is the picture of MMR's claim. `thresholds` (per subset)
+  are drawn dashed across their subset's columns, so that one sees whether a threshold travels."""
   fig = mpl_figure.Figure(figsize=(max(5.0, 1.6 * len(per_subset) + 2), 4.2), dpi=100, layout="constrained")
   ax = fig.subplots()
   rng = np.random.default_rng(0)  # Horizontal jitter only, fixed so that the picture is the same every time.
@@ -124,9 +129,12 @@ def domains_side_by_side(per_subset: Mapping[str, tuple[np.ndarray, np.ndarray]]
       )
       if values.size:
         ax.hlines(np.median(values), position + offset - 0.13, position + offset + 0.13, color="black")
+    if thresholds and subset in thresholds:
+      ax.hlines(thresholds[subset], position - 0.4, position + 0.4, color="0.3", linestyles="--", linewidth=1.2)
   ax.set_xticks(range(len(per_subset)), list(per_subset))
   ax.set_ylabel("image score")
-  ax.set_title("normal (blue), anomalous (red); bars: medians", fontsize=10)
+  dashed = "; dashed: the decision threshold" if thresholds else ""
+  ax.set_title(f"normal (blue), anomalous (red); bars: medians{dashed}{title}", fontsize=10)
   return _png(fig)
 
 

@@ -22,12 +22,15 @@ RESULTS_TABLE = "results.md"
 REPORT = "report.html"
 FIGURES = "figures"
 HEATMAPS = "heatmaps"
+HEATMAPS_ADAPTED = "heatmaps_adapted"  # With eval.adapt_shots: the adapted maps' overlays.
 # What predict.py writes into its --out (default WORKDIR/predictions).
 PREDICTIONS = "predictions"
 SCORES = "scores.csv"
 UNREADABLE = "unreadable.csv"
 PREDICT_SETTINGS = "predict.json"
 MAPS = "maps"
+ADAPTATION = "adaptation.npz"  # predict.py --adapt: the adaptation used (its memories and the shots' scores),
+ADAPTATION_RECORD = "adaptation.json"  # and which images (with their SHA-256) it came from.
 # What the export writes.
 EXPORTED_JAX = "model.jax"
 EXPORTED_SAVEDMODEL = "savedmodel"

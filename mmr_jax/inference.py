@@ -1,5 +1,7 @@
 """A trained workdir as a model to use: its recorded config, one seed's student with the teacher, and the seed's
-calibration (`TrainedModel`); and predict.py's work, scoring image files into a folder (`predict_files`).
+calibration (`TrainedModel`), adapted to a new domain from a few of its normal images (`TrainedModel.adapt`,
+mmr_jax/adaptation.py); and predict.py's work, scoring image files into a folder (`predict_files`, with the
+adaptation it used saved beside the scores and reused while its images stay the same: `adapt_from_files`).
 
 Images are preprocessed as the test images are (decode with PIL, data.max_image_side, resize to data.resize_size,
 centre crop data.image_size) and scored by the run's own compiled functions, so an image gets the score that
@@ -9,11 +11,14 @@ centre crop data.image_size) and scored by the run's own compiled functions, so 
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import csv
 import dataclasses
+import hashlib
 import glob
 import io
 import json
+import logging
 import os
 import pathlib
 from typing import Iterator, Sequence
@@ -22,6 +27,7 @@ import jax
 import numpy as np
 import tqdm
 
+from mmr_jax import adaptation as adaptation_lib
 from mmr_jax import calibration
 from mmr_jax import config as config_lib
 from mmr_jax import errors
@@ -41,7 +47,10 @@ NO_CHECKPOINT_HINT = ", then score with it"
 class TrainedModel:
   """One seed of a trained run: `score` maps preprocessed uint8 images to anomaly maps and image scores. Built from
   the workdir's recorded config and last checkpoint's parameters, through the one scorer (`scoring.Scorer`) that
-  evaluation uses: no optimizer, no training step."""
+  evaluation uses: no optimizer, no training step. `adapt` returns the same model adapted to a new domain."""
+
+  adaptation: scoring.Adaptation | None = None  # Set on the model `adapt` returns,
+  adaptation_id: str | None = None  # with a fingerprint of it (the same shots give the same one).
 
   def __init__(self, workdir: str | os.PathLike, seed: int | None = None, fpr: float | None = None):
     self.workdir = workdir = pathlib.Path(workdir)
@@ -63,7 +72,27 @@ class TrainedModel:
     k = seeds.index(self.seed)
     self.params = jax.tree_util.tree_map(lambda leaf: leaf[k : k + 1], params)  # Keeps a seed axis of 1.
     self.calibration = calibration.read(workdir, self.seed, fpr)
+    self.fpr = self.config.eval.threshold_fpr if fpr is None else fpr
     self._key = jax.random.key(self.seed)
+
+  def adapt(self, normal_images: Sequence[np.ndarray]) -> TrainedModel:
+    """This model adapted to the domain of `normal_images` (decoded uint8 RGB of any size, or already preprocessed;
+    normal parts only: a defect among them teaches the model that defect): its maps score what those images show
+    to be normal as normal (mmr_jax/adaptation.py), and its threshold is set from them by the calibration's rule
+    (calibration.from_shots). Nothing is trained; this model is left as it is."""
+    if len(normal_images) < 1:
+      raise errors.UserError("adaptation needs at least one normal image of the new domain")
+    size = (self.image_size, self.image_size, 3)
+    shots = np.stack([image if image.shape == size else self.preprocess(image) for image in normal_images])
+    return self.with_adaptation(self.scorer.adapt(self.params, shots))
+
+  def with_adaptation(self, adaptation: scoring.Adaptation) -> TrainedModel:
+    """This model with `adaptation` (this seed's, as `adapt` makes it) and the threshold from its shots."""
+    adapted = copy.copy(self)
+    adapted.adaptation = adaptation
+    adapted.adaptation_id = hashlib.sha256(_adaptation_arrays(adaptation)).hexdigest()[:16]
+    adapted.calibration = calibration.from_shots(np.asarray(jax.device_get(adaptation.shot_scores))[0], self.fpr)
+    return adapted
 
   @property
   def image_size(self) -> int:
@@ -83,7 +112,7 @@ class TrainedModel:
 
   def score(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (n, S, S, 3) preprocessed images → (anomaly maps (n, S, S), image scores (n,)), float32."""
-    maps, scores = self.scorer.score_images(self.params, batch, self._key)
+    maps, scores = self.scorer.score_images(self.params, batch, self._key, self.adaptation)
     return maps[0], scores[0]
 
   def colour_scale(self) -> tuple[float, float] | None:
@@ -95,9 +124,72 @@ class TrainedModel:
     return 0.0, max(c.centre + 2 * (c.threshold - c.centre), c.threshold * 1.01, 1e-6)
 
 
-def list_images(pattern: str) -> tuple[list[str], pathlib.Path]:
-  """The image files a --images argument names (a file, a folder searched recursively, or a glob), sorted, and
-  the folder their output names are relative to. Hidden files (".*", such as macOS's "._" files) are left out."""
+def _digest(path: str) -> str:
+  with open(path, "rb") as handle:
+    return hashlib.sha256(handle.read()).hexdigest()
+
+
+def adapt_from_files(
+  model: TrainedModel, pattern: str, out: pathlib.Path | None = None, workers: int | None = None
+) -> tuple[TrainedModel, str]:
+  """(the model adapted to the normal images that `pattern` names (a file, a folder or a glob, as --images), a line
+  saying what was done). With OUT, the adaptation is written there (adaptation.npz and adaptation.json, which
+  names the images with their SHA-256) and reused by a later call with the same images; with other images it is
+  computed again, and the line says so. Files that do not decode are skipped and named; none readable is an error."""
+  image_files, _ = list_images(pattern, "--adapt")
+  digests = {file: _digest(file) for file in image_files}
+  record_path = None if out is None else out / files.ADAPTATION_RECORD
+  before = json.loads(record_path.read_text()) if record_path is not None and record_path.exists() else None
+  if before is not None and before["seed"] == model.seed and before["images"] == digests:
+    with np.load(out / files.ADAPTATION) as arrays:
+      adaptation = _adaptation_from_arrays(arrays)
+    adapted = model.with_adaptation(adaptation)
+    return adapted, f"adapted to {len(before['shots'])} normal images of {pattern} (reused from {record_path})"
+  loaded = [
+    item for batch in _loaded_batches(model, image_files, workers or min(8, os.cpu_count() or 1)) for item in batch
+  ]
+  shots = [item for item in loaded if item.image is not None]
+  skipped = [item.problem for item in loaded if item.image is None]
+  if not shots:
+    raise errors.UserError(
+      f"--adapt={pattern}: none of its {len(image_files)} image files decodes ({'; '.join(skipped[:3])}); give "
+      f"normal images of the new domain"
+    )
+  adapted = model.adapt([item.image for item in shots])
+  line = f"adapted to {len(shots)} normal images of {pattern}" + (
+    f"; skipped {len(skipped)} that do not decode" if skipped else ""
+  )
+  if out is not None:
+    record = {"seed": model.seed, "images": digests, "shots": [item.file for item in shots], "skipped": skipped}
+    files.write_atomic(out / files.ADAPTATION, _adaptation_arrays(adapted.adaptation))
+    files.write_json(record_path, record)
+    line += f" (recomputed: the images differ from those of {record_path})" if before is not None else ""
+  for problem in skipped:
+    logging.warning("--adapt: skipped %s", problem)
+  return adapted, line
+
+
+def _adaptation_arrays(adaptation: scoring.Adaptation) -> bytes:
+  """An adaptation as the bytes of an .npz: per scale s, memory_s_entries and memory_s_owners; shot_scores."""
+  arrays = {"shot_scores": np.asarray(adaptation.shot_scores)}
+  for s, memory in enumerate(adaptation.memories):
+    arrays[f"memory_{s}_entries"] = np.asarray(memory.entries)
+    arrays[f"memory_{s}_owners"] = np.asarray(memory.owners)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def _adaptation_from_arrays(arrays) -> scoring.Adaptation:
+  scales = sorted({name.split("_")[1] for name in arrays.files if name.startswith("memory_")}, key=int)
+  memories = tuple(adaptation_lib.Memory(arrays[f"memory_{s}_entries"], arrays[f"memory_{s}_owners"]) for s in scales)
+  return scoring.Adaptation(memories, arrays["shot_scores"])
+
+
+def list_images(pattern: str, flag: str = "--images") -> tuple[list[str], pathlib.Path]:
+  """The image files a --images (or --adapt: `flag`) argument names (a file, a folder searched recursively, or a
+  glob), sorted, and the folder their output names are relative to. Hidden files (".*", such as macOS's "._"
+  files) are left out."""
   if os.path.isfile(pattern):
     return [pattern], pathlib.Path(pattern).parent
   if os.path.isdir(pattern):
@@ -115,7 +207,7 @@ def list_images(pattern: str) -> tuple[list[str], pathlib.Path]:
   )
   if not image_files:
     raise errors.UserError(
-      f"no image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) at {pattern!r}: pass a file, a "
+      f"{flag}={pattern}: 0 image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) there; pass a file, a "
       f"folder or a quoted glob such as 'photos/**/*.png'"
     )
   return image_files, base
@@ -225,6 +317,7 @@ def predict_files(
       "threshold": None if c is None else c.threshold,
       "fpr": None if c is None else c.fpr,
       "image_size": model.image_size,
+      "adaptation": model.adaptation_id,
       "images": len(image_files),
     },
   )

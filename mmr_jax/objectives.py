@@ -95,10 +95,18 @@ def anomaly_maps(
 ) -> AnomalyMaps:
   """Eq. 2: per scale 1 − cos(teacher, student), bilinearly upsampled (align_corners=True) to the image size,
   summed, smoothed with a Gaussian (σ = 4, scipy's 'reflect' borders); image score = max of the result."""
+  distances = [cosine_distance(t, s) for t, s in zip(teacher, student)]
+  return maps_from_distances(distances, image_size, sigma, truncate)
+
+
+def maps_from_distances(
+  distances: Sequence[jax.Array], image_size: tuple[int, int], sigma: float = 4.0, truncate: float = 4.0
+) -> AnomalyMaps:
+  """Eq. 2 from its per-scale distance maps (B, h, w): upsampled, summed, smoothed, maximum. `anomaly_maps` gives it
+  1 − cos(t, s); the domain adaptation its own distances (mmr_jax/adaptation.py)."""
   height, width = image_size
   per_scale = []
-  for t, s in zip(teacher, student):
-    distance = cosine_distance(t, s)
+  for distance in distances:
     h, w = distance.shape[1:]
     per_scale.append(_apply_separable(distance, align_corners_matrix(h, height), align_corners_matrix(w, width)))
   per_scale = jnp.stack(per_scale, axis=1)

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from mmr_jax import calibration
 from mmr_jax import figures
 from mmr_jax import files
 from mmr_jax import reports
@@ -52,28 +53,59 @@ class _Overlay:
   amap: np.ndarray
 
 
+@dataclasses.dataclass
+class _View:
+  """What the page shows of one way of scoring the test sets: as trained, or adapted to each subset."""
+
+  title: str  # "" or " (adapted)"
+  heatmaps: str  # The folder of its overlays' PNGs.
+  scores: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+  thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+  overlays: list[_Overlay] = dataclasses.field(default_factory=list)
+  map_range: tuple[float, float] = (np.inf, -np.inf)
+
+
 class Report:
   """Collects what the page shows while the evaluation scores one subset after another (seed 0 only, and of its
   maps only those overlaid), then writes the page."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    self.overlays: list[_Overlay] = []
-    self.map_range = (np.inf, -np.inf)
+    self.views = [_View("", files.HEATMAPS), _View(" (adapted)", files.HEATMAPS_ADAPTED)]
 
-  def add(self, subset: str, predictions: scoring.Predictions) -> None:
+  def add(
+    self,
+    subset: str,
+    predictions: scoring.Predictions,
+    calibrations: Sequence[calibration.Calibration] | None = None,
+    adapted: scoring.Predictions | None = None,
+    adapted_thresholds: Sequence[calibration.Calibration] | None = None,
+  ) -> None:
+    """One subset's maps as trained, with the run's calibration; and adapted, with the adaptation's thresholds."""
+    self._add(self.views[0], subset, predictions, calibrations)
+    if adapted is not None:
+      self._add(self.views[1], subset, adapted, adapted_thresholds)
+
+  def _add(
+    self,
+    view: _View,
+    subset: str,
+    predictions: scoring.Predictions,
+    calibrations: Sequence[calibration.Calibration] | None,
+  ) -> None:
     maps, scores = predictions.maps[0], predictions.scores[0]
-    self.scores[subset] = (scores, predictions.labels)
-    self.map_range = (min(self.map_range[0], float(maps.min())), max(self.map_range[1], float(maps.max())))
+    view.scores[subset] = (scores, predictions.labels)
+    if calibrations:
+      view.thresholds[subset] = calibrations[0].threshold
+    view.map_range = (min(view.map_range[0], float(maps.min())), max(view.map_range[1], float(maps.max())))
     picks = figures.pick_examples(scores, predictions.kinds, self.config.eval.heatmaps_per_kind)
     if not picks:
       return
-    images = pipeline.test_images(self.config, subset, [p.index for p in picks])
+    images = pipeline.test_images(self.config, subset, [int(predictions.position(p.index)) for p in picks])
     for pick, image in zip(picks, images):
       label = "anomalous" if predictions.labels[pick.index] else "normal"
       name = str(predictions.names[pick.index])
-      self.overlays.append(
+      view.overlays.append(
         _Overlay(
           subset,
           name,
@@ -89,42 +121,19 @@ class Report:
   ) -> pathlib.Path:
     """Writes the PNGs and report.html into `directory` (the workdir, or evaluate.py's --out)."""
     top, std = reports.over_seeds([reports.with_mean(r) for r in per_seed])
-    vmin, vmax = self.map_range
     first = f" (seed {seeds[0]})" if len(seeds) > 1 else ""
+    note = reports.adaptation_note(top)
     sections = [
       f"<h1>{html.escape(header)}</h1>",
       f"<p>{html.escape(reports.seeds_text(seeds))}.</p>",
       _html_table(top, std),
-    ]
-    if self.scores:
-      plots = {
-        "domains.png": figures.domains_side_by_side(self.scores),
-        "score_distributions.png": figures.score_distributions(self.scores),
-      }
-      for name, png in plots.items():
-        files.write_atomic(directory / files.FIGURES / name, png)
-      sections += [
-        f"<h2>Image scores per domain{first}</h2>",
-        image_tag(plots["domains.png"], "image scores per domain"),
-        image_tag(plots["score_distributions.png"], "score distributions and ROC curves per subset"),
-      ]
-    if self.overlays:
-      sections.append(
-        f"<h2>Heatmaps{first}</h2><p>Per subset, a few images of each kind: the highest-scoring "
-        f"normal images (false-positive candidates), the lowest-scoring of each defect type (the "
-        f"misses) and typical ones. One colour scale for the whole run: {vmin:.3f} (blue) to "
-        f"{vmax:.3f} (red).</p>"
-      )
-      for subset in self.scores:
-        chosen = [o for o in self.overlays if o.subset == subset]
-        if chosen:
-          sections.append(f"<h3>{html.escape(subset)}</h3>")
-        for item in chosen:
-          png = figures.overlay(item.image, item.mask, item.amap, vmin, vmax, item.title)
-          files.write_atomic(
-            directory / files.HEATMAPS / subset / (item.name.replace("/", "__").rsplit(".", 1)[0] + ".png"), png
-          )
-          sections.append(image_tag(png, item.title))
+    ] + ([f"<p>{html.escape(note)}</p>"] if note else [])
+    for view in self.views:
+      if view.scores:
+        sections += self._scores_section(view, directory, first)
+    for view in self.views:
+      if view.overlays:
+        sections += self._heatmaps_section(view, directory, first)
     sections += [
       "<h2>Config</h2>",
       f"<pre>{html.escape(json.dumps(self.config.to_dict(), indent=2, default=str))}</pre>",
@@ -134,6 +143,43 @@ class Report:
       _versions_table(),
     ]
     return files.write_atomic(directory / files.REPORT, page(header, "\n".join(sections)))
+
+  def _scores_section(self, view: _View, directory: pathlib.Path, first: str) -> list[str]:
+    suffix = "_adapted" if view.title else ""
+    plots = {
+      f"domains{suffix}.png": figures.domains_side_by_side(view.scores, view.thresholds, view.title),
+      f"score_distributions{suffix}.png": figures.score_distributions(view.scores),
+    }
+    for name, png in plots.items():
+      files.write_atomic(directory / files.FIGURES / name, png)
+    what = (
+      "dashed: each subset's threshold from its own shots"
+      if view.title
+      else "dashed: the threshold calibrated on the held-out normal training images"
+    )
+    return [
+      f"<h2>Image scores per domain{html.escape(view.title)}{first}</h2>",
+      f"<p>{what}.</p>" if view.thresholds else "",
+      *(image_tag(png, name) for name, png in plots.items()),
+    ]
+
+  def _heatmaps_section(self, view: _View, directory: pathlib.Path, first: str) -> list[str]:
+    vmin, vmax = view.map_range
+    sections = [
+      f"<h2>Heatmaps{html.escape(view.title)}{first}</h2><p>Per subset, a few images of each kind: the "
+      f"highest-scoring normal images (false-positive candidates), the lowest-scoring of each defect type (the "
+      f"misses) and typical ones. One colour scale for these maps: {vmin:.3f} (blue) to {vmax:.3f} (red).</p>"
+    ]
+    for subset in view.scores:
+      chosen = [o for o in view.overlays if o.subset == subset]
+      if chosen:
+        sections.append(f"<h3>{html.escape(subset)}</h3>")
+      for item in chosen:
+        png = figures.overlay(item.image, item.mask, item.amap, vmin, vmax, item.title)
+        name = item.name.replace("/", "__").rsplit(".", 1)[0] + ".png"
+        files.write_atomic(directory / view.heatmaps / subset / name, png)
+        sections.append(image_tag(png, item.title))
+    return sections
 
 
 def _html_table(results: reports.Results, std) -> str:

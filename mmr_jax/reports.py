@@ -1,5 +1,9 @@
 """What a run leaves for people: results.json and a results.md table laid out like the paper's (the figures and
-report.html: mmr_jax/report_page.py)."""
+report.html: mmr_jax/report_page.py).
+
+With eval.adapt_shots = K each subset's row also holds an "adapted" row of the same metrics: the model adapted to
+the subset from K of its normal images (mmr_jax/adaptation.py), scored on the same remaining images; the tables
+then show both side by side, unadapted → adapted."""
 
 import math
 import pathlib
@@ -16,6 +20,10 @@ METRIC_NAMES = {
   "pro": "PRO (published)",
   "aupro": "AUPRO@0.3",
 }
+# How a decision threshold fares (metrics.decisions_at): shown where the results have one (a calibrated run, or an
+# adapted one, whose threshold comes from its shots).
+DECISION_NAMES = {"fpr_at_threshold": "FPR at the threshold", "tpr_at_threshold": "TPR at the threshold"}
+ADAPTED = "adapted"  # The key of a row's adapted metrics.
 Results = Mapping[str, Mapping[str, Optional[float]]]
 # The published evaluation returns image AUROC and PRO rounded to 3 decimals per subset, and the paper's means are
 # means of those (docs/spec.md §8). results.json keeps the raw values and adds these as "<metric>_rounded".
@@ -31,47 +39,75 @@ def published_rounding(row: Mapping[str, Optional[float]]) -> dict:
     for name in PUBLISHED_ROUNDING
     if row.get(name) is not None
   }
-  return {**row, **rounded}
+  adapted = {ADAPTED: published_rounding(row[ADAPTED])} if ADAPTED in row else {}
+  return {**row, **rounded, **adapted}
 
 
 def with_mean(per_subset: Results) -> dict:
   """{subset: metrics with the published rounding} plus "mean": the plain mean over subsets (the paper's "Mean"
-  column; for the rounded metrics, the mean of the rounded values, as the paper's)."""
+  column; for the rounded metrics, the mean of the rounded values, as the paper's), the adapted rows' alike."""
   rows = {subset: published_rounding(row) for subset, row in per_subset.items()}
-  return {**rows, "mean": metrics.mean_over_subsets(rows)}
+  return {**rows, "mean": _mean_row(rows)}
+
+
+def _mean_row(rows: Results) -> dict:
+  scalars = {subset: {k: v for k, v in row.items() if k != ADAPTED} for subset, row in rows.items()}
+  mean = metrics.mean_over_subsets(scalars)
+  if all(ADAPTED in row for row in rows.values()):
+    mean[ADAPTED] = metrics.mean_over_subsets({subset: row[ADAPTED] for subset, row in rows.items()})
+  return mean
 
 
 def mean_and_std(runs: Sequence[Results]) -> tuple[dict, dict]:
-  """Per subset and metric, the mean and the sample std (ddof=1, as for the paper's ± over 5 runs)."""
+  """Per subset and metric, the mean and the sample std (ddof=1, as for the paper's ± over 5 runs); the adapted
+  rows' alike."""
   mean, std = {}, {}
   for subset in runs[0]:
-    mean[subset], std[subset] = {}, {}
-    for metric in runs[0][subset]:
-      values = [run[subset][metric] for run in runs]
-      if any(v is None for v in values):
-        mean[subset][metric] = std[subset][metric] = None
-      else:
-        mean[subset][metric] = float(np.mean(values))
-        std[subset][metric] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    mean[subset], std[subset] = _row_mean_and_std([run[subset] for run in runs])
   return mean, std
+
+
+def _row_mean_and_std(rows: Sequence[Mapping]) -> tuple[dict, dict]:
+  mean, std = {}, {}
+  for metric in rows[0]:
+    values = [row[metric] for row in rows]
+    if metric == ADAPTED:
+      mean[metric], std[metric] = _row_mean_and_std(values)
+    elif any(v is None for v in values):
+      mean[metric] = std[metric] = None
+    else:
+      mean[metric] = float(np.mean(values))
+      std[metric] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return mean, std
+
+
+def _cell(row: Mapping, std_row: Optional[Mapping], metric: str) -> str:
+  key = f"{metric}_rounded" if f"{metric}_rounded" in row else metric
+  value = row.get(key)
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "–"
+  if std_row is not None and std_row.get(key) is not None:
+    return f"{100 * value:.1f} ± {100 * std_row[key]:.1f}"
+  return f"{100 * value:.1f}"
 
 
 def table_cells(results: Results, std: Optional[Results] = None) -> list[tuple[str, list[str]]]:
   """(metric label, one cell per subset then Mean) for each metric: values in % with one decimal (and ± std when
   given). Image AUROC and PRO show the published rounding where results carry it, so the table reads as the
-  paper's."""
+  paper's. Adapted results show as "unadapted → adapted"; FPR and TPR at the threshold are added where a threshold
+  was set."""
+  names = dict(METRIC_NAMES)
+  if any("fpr_at_threshold" in row or "fpr_at_threshold" in row.get(ADAPTED, {}) for row in results.values()):
+    names.update(DECISION_NAMES)
   rows = []
-  for metric, label in METRIC_NAMES.items():
+  for metric, label in names.items():
     cells = []
-    for subset in results:
-      key = f"{metric}_rounded" if f"{metric}_rounded" in results[subset] else metric
-      value = results[subset].get(key)
-      if value is None or (isinstance(value, float) and math.isnan(value)):
-        cells.append("–")
-      elif std is not None and std[subset].get(key) is not None:
-        cells.append(f"{100 * value:.1f} ± {100 * std[subset][key]:.1f}")
-      else:
-        cells.append(f"{100 * value:.1f}")
+    for subset, row in results.items():
+      std_row = None if std is None else std[subset]
+      cell = _cell(row, std_row, metric)
+      if ADAPTED in row:
+        cell += " → " + _cell(row[ADAPTED], None if std_row is None else std_row.get(ADAPTED), metric)
+      cells.append(cell)
     rows.append((label, cells))
   return rows
 
@@ -88,7 +124,19 @@ def markdown_table(results: Results, std: Optional[Results] = None, title: str =
   lines.append("| metric | " + " | ".join(results) + " |")
   lines.append("|---|" + "---|" * len(results))
   lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table_cells(results, std)]
-  return "\n".join(lines) + "\n"
+  note = adaptation_note(results)
+  return "\n".join(lines + ([f"\n{note}"] if note else [])) + "\n"
+
+
+def adaptation_note(results: Results) -> str:
+  """What "unadapted → adapted" means in a table of adapted results; "" for others."""
+  shots = {row.get(ADAPTED, {}).get("shots") for row in results.values()} - {None}
+  if not shots:
+    return ""
+  return (
+    f"unadapted → adapted: {', '.join(f'{s:g}' for s in sorted(shots))} normal test images of each subset adapt the "
+    f"model to it (eval.adapt_shots) and are left out of both; the adapted threshold comes from them alone."
+  )
 
 
 def seeds_text(seeds: Sequence[int]) -> str:

@@ -1,7 +1,9 @@
 """One scorer for every use of a trained MMR: images → anomaly maps → image scores (Eq. 2), K students at once, on
-the mesh. Evaluation, calibration, predict.py and the export all go through it.
+the mesh. Evaluation, calibration, predict.py and the export all go through it, and so does the adaptation to a new
+domain (mmr_jax/adaptation.py): `adapt` turns a few normal images of the domain into an `Adaptation`, which every
+scoring call then takes.
 
-Two compiled programs: the teacher's (the one training uses, `steps.make_teacher_fn`), whose features the K
+Two compiled programs score: the teacher's (the one training uses, `steps.make_teacher_fn`), whose features the K
 students share, and the students' maps and scores, vmapped over the seed axis. `maps_and_scores` is the body of
 the second; `Scorer.serving_function` joins the two into the one pure function that the export lowers.
 """
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mmr_jax import adaptation as adaptation_lib
 from mmr_jax import config as config_lib
 from mmr_jax import objectives
 from mmr_jax import runtime
@@ -37,6 +40,28 @@ class Predictions:
   labels: np.ndarray  # (N,)
   names: np.ndarray  # (N,) relative paths
   kinds: np.ndarray  # (N,) defect types, "good" for normal images
+  positions: np.ndarray | None = None  # (N,) each image's index in the batches scored; None: 0 … N − 1.
+
+  def take(self, indices: np.ndarray) -> Predictions:
+    """The predictions of the images at `indices` only (their positions remembered)."""
+    fields = (getattr(self, name)[indices] for name in ("masks", "labels", "names", "kinds"))
+    return Predictions(self.maps[:, indices], self.scores[:, indices], *fields, self.position(indices))
+
+  def position(self, index):
+    """The index (or indices) in the batches scored of the image(s) at `index`."""
+    return np.asarray(index) if self.positions is None else self.positions[index]
+
+
+class Adaptation(NamedTuple):
+  """What K normal images ("shots") of a domain teach the students (mmr_jax/adaptation.py); every leaf has a leading
+  seed axis. A pytree: it is passed to the compiled programs, saved and exported as arrays."""
+
+  memories: tuple[adaptation_lib.Memory, ...]  # Per scale: entries (seeds, M, C), owners (seeds, M).
+  shot_scores: jax.Array  # (seeds, K): each shot scored with the memory of the other K − 1 (leave one out).
+
+  def seed(self, k: int) -> Adaptation:
+    """Seed k's part, with a seed axis of 1."""
+    return jax.tree_util.tree_map(lambda leaf: leaf[k : k + 1], self)
 
 
 def maps_and_scores(
@@ -45,6 +70,8 @@ def maps_and_scores(
   images: jax.Array,
   teacher_features: mmr.Features,
   rng: jax.Array | None,
+  memories: tuple[adaptation_lib.Memory, ...] | None = None,
+  exclude: jax.Array | None = None,
   *,
   mask_ratio: float,
   sigma: float,
@@ -52,10 +79,15 @@ def maps_and_scores(
 ) -> tuple[jax.Array, jax.Array]:
   """One student's smoothed anomaly maps (B, H, W) and image scores (B,) of normalised images (B, H, W, 3), given
   the teacher's features of those images (Eq. 2). The student hides `mask_ratio` of the tokens (eval.test_mask_ratio;
-  the published 0 hides none and ignores `rng`, raw PRNG key data)."""
+  the published 0 hides none and ignores `rng`, raw PRNG key data). With an adaptation's `memories`, its distances
+  replace 1 − cos (`exclude`: per image, a shot whose entries are left out)."""
   rngs = {"masking": jax.random.wrap_key_data(rng)} if mask_ratio > 0 else None
   features = student.apply({"params": params}, images, mask_ratio, rngs=rngs)
-  maps = objectives.anomaly_maps(teacher_features, features, images.shape[1:3], sigma, truncate)
+  if memories is None:
+    maps = objectives.anomaly_maps(teacher_features, features, images.shape[1:3], sigma, truncate)
+  else:
+    distances = adaptation_lib.adapted_distances(teacher_features, features, memories, exclude)
+    maps = objectives.maps_from_distances(distances, images.shape[1:3], sigma, truncate)
   return maps.smoothed, maps.score
 
 
@@ -90,10 +122,23 @@ class Scorer:
     replicated = sharding.replicated(self.mesh)
     # The test images and their teacher features are shared by the K students; with a test mask ratio > 0 every
     # seed masks the batch with the same noise.
+    per_seed_batch = sharding.batch_sharding(self.mesh, extra_leading_axes=1)
     self.anomaly_fn = jax.jit(
       steps.at_precision(jax.vmap(self._maps, in_axes=(0, None, None, None)), model.precision),
       in_shardings=(replicated, batch, batch, replicated),
-      out_shardings=sharding.batch_sharding(self.mesh, extra_leading_axes=1),
+      out_shardings=per_seed_batch,
+      compiler_options=self.compiler_options,
+    )
+    # The same with an adaptation's memories (one per seed, replicated: they are small beside the batch).
+    self.adapted_fn = jax.jit(
+      steps.at_precision(jax.vmap(self._maps, in_axes=(0, None, None, None, 0)), model.precision),
+      in_shardings=(replicated, batch, batch, replicated, replicated),
+      out_shardings=per_seed_batch,
+      compiler_options=self.compiler_options,
+    )
+    self._adapt_fn = jax.jit(
+      steps.at_precision(jax.vmap(self._shots, in_axes=(0, None, None)), model.precision),
+      out_shardings=replicated,
       compiler_options=self.compiler_options,
     )
 
@@ -128,13 +173,39 @@ class Scorer:
     shapes = jax.eval_shape(jax.vmap(lambda key: self.student.init(key, dummy)["params"]), self.seed_keys()[0])
     return sharding.abstract_replicated(shapes, self.mesh)
 
-  def score(self, params: Any, images: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Normalised images (B, H, W, 3) on the mesh → maps (K, B, H, W) and scores (K, B), global arrays. `rng`: raw
-    key data, used at eval.test_mask_ratio > 0 only."""
-    teacher_features = tuple(f[0] for f in self.teacher_fn(self.teacher_params, images[None]))
-    return self.anomaly_fn(params, images, teacher_features, rng)
+  def _shots(self, params: Any, teacher_params: Any, images: jax.Array) -> Adaptation:
+    """One student's adaptation to the shots (K, H, W, 3), normalised: their memory, and each shot's score with the
+    memory of the others (what a new normal image of the domain scores, K − 1 shots standing for K)."""
+    teacher_features = mmr.teacher_features(self.teacher, teacher_params, images)
+    features = self.student.apply({"params": params}, images, 0.0)
+    memories = adaptation_lib.build_memory(teacher_features, features)
+    own = jnp.arange(images.shape[0], dtype=jnp.int32)
+    _, scores = self._maps(params, images, teacher_features, None, memories, own)
+    return Adaptation(memories, scores)
 
-  def score_batches(self, params: Any, batches: Iterable[dict], key: jax.Array) -> Predictions:
+  def adapt(self, params: Any, shots: np.ndarray) -> Adaptation:
+    """The K students' adaptation to a domain from its normal images `shots`, preprocessed uint8 (n, S, S, 3): one
+    compiled program per n, replicated on the mesh (the shots are few). Deterministic: nothing is drawn."""
+    if self.config.eval.test_mask_ratio > 0:
+      raise ValueError("adaptation scores with the whole image seen (eval.test_mask_ratio=0, the published setting)")
+    if len(shots) < 1:
+      raise ValueError("adaptation needs at least one normal image of the domain")
+    images = jax.device_put(preprocess.normalize(np.asarray(shots, np.uint8)), sharding.replicated(self.mesh))
+    return self._adapt_fn(params, self.teacher_params, images)
+
+  def score(
+    self, params: Any, images: jax.Array, rng: jax.Array, adaptation: Adaptation | None = None
+  ) -> tuple[jax.Array, jax.Array]:
+    """Normalised images (B, H, W, 3) on the mesh → maps (K, B, H, W) and scores (K, B), global arrays. `rng`: raw
+    key data, used at eval.test_mask_ratio > 0 only. With an `adaptation`, its scores."""
+    teacher_features = tuple(f[0] for f in self.teacher_fn(self.teacher_params, images[None]))
+    if adaptation is None:
+      return self.anomaly_fn(params, images, teacher_features, rng)
+    return self.adapted_fn(params, images, teacher_features, rng, adaptation.memories)
+
+  def score_batches(
+    self, params: Any, batches: Iterable[dict], key: jax.Array, adaptation: Adaptation | None = None
+  ) -> Predictions:
     """Scores evaluation batches (pipeline.eval_batches' form: padded, with masks, labels, names and kinds); batch
     i masks with fold_in(key, i) when eval.test_mask_ratio > 0. Every host reads each whole batch (test sets are
     small) and places the rows its own devices hold; the maps come back whole on every host."""
@@ -144,7 +215,7 @@ class Scorer:
       valid = batch["valid"]
       rng = jax.random.key_data(jax.random.fold_in(key, index))
       batch_maps, batch_scores = sharding.to_host(
-        self.score(params, jax.device_put(batch["image"], batch_sharding), rng)
+        self.score(params, jax.device_put(batch["image"], batch_sharding), rng, adaptation)
       )
       maps.append(batch_maps[:, valid])
       scores.append(batch_scores[:, valid])
@@ -161,7 +232,9 @@ class Scorer:
       kinds=np.concatenate(kinds),
     )
 
-  def score_images(self, params: Any, images: np.ndarray, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  def score_images(
+    self, params: Any, images: np.ndarray, key: jax.Array, adaptation: Adaptation | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Preprocessed uint8 images (n, S, S, 3) → maps (K, n, S, S) and scores (K, n) on the host. The images are
     padded to eval_batch_size, so that every call runs the one compiled program."""
     batch = self.config.eval_batch_size
@@ -180,13 +253,14 @@ class Scorer:
           "kind": np.full(batch, "", object),
         }
       )
-    predictions = self.score_batches(params, batches, key)
+    predictions = self.score_batches(params, batches, key, adaptation)
     return predictions.maps, predictions.scores
 
   def serving_function(self) -> Callable:
-    """fn({"student": one seed's parameters, "teacher": the teacher's}, uint8 images (B, S, S, 3)) → (maps
-    (B, S, S), scores (B,)): what `score` computes, as one pure function of its weights, normalisation included
-    (the export lowers it). The published test mask ratio only: with one > 0 the maps depend on masking noise."""
+    """fn({"student": one seed's parameters, "teacher": the teacher's[, "memories": one seed's adaptation
+    memories]}, uint8 images (B, S, S, 3)) → (maps (B, S, S), scores (B,)): what `score` computes, as one pure
+    function of its weights, normalisation included (the export lowers it). The published test mask ratio only:
+    with one > 0 the maps depend on masking noise."""
     if self.config.eval.test_mask_ratio > 0:
       raise ValueError(f"eval.test_mask_ratio={self.config.eval.test_mask_ratio}: the maps depend on masking noise")
     scale, offset = preprocess.normalization_constants()
@@ -194,6 +268,6 @@ class Scorer:
     def fn(weights, images):
       x = images.astype(jnp.float32) * scale + offset
       teacher_features = mmr.teacher_features(self.teacher, weights["teacher"], x)
-      return self._maps(weights["student"], x, teacher_features, None)
+      return self._maps(weights["student"], x, teacher_features, None, weights.get("memories"))
 
     return steps.at_precision(fn, self.config.model.precision)

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
 from mmr_jax import calibration
+from mmr_jax import cli
 from mmr_jax import evaluation
 from mmr_jax import experiment
 from mmr_jax import export
@@ -236,3 +238,103 @@ def test_predict_on_the_command_line_writes_the_top_heatmaps_and_refuses_bad_inp
   )
   assert missing.returncode == 6 and missing.stderr.startswith("error: ") and "config.json" in missing.stderr
   assert "Traceback" not in missing.stderr
+
+
+# Adaptation to a new domain (mmr_jax/adaptation.py), on the same trained model: shots from its training images.
+
+
+@pytest.fixture(scope="module")
+def shots(data_root, model):
+  files = sorted((data_root / "AeBAD_S" / "train" / "good").rglob("*.png"))[:3]
+  return np.stack([model.preprocess(images.decode_rgb(str(f))) for f in files])
+
+
+def test_adaptation_is_deterministic_and_leaves_the_model_as_it_was(model, shots, batch):
+  first, again = model.adapt(list(shots)), model.adapt(list(shots))
+  assert model.adaptation is None and first.adaptation is not None and first.adaptation_id == again.adaptation_id
+  np.testing.assert_array_equal(np.asarray(first.adaptation.shot_scores), np.asarray(again.adaptation.shot_scores))
+  np.testing.assert_array_equal(first.score(batch)[1], again.score(batch)[1])
+  # The threshold is the calibration's rule on the shots' leave-one-out scores; the model's own is untouched.
+  assert first.calibration.threshold == calibration.threshold_at_fpr(np.asarray(first.adaptation.shot_scores[0]), 0.01)
+  assert model.calibration.threshold == calibration.read(model.workdir, 54).threshold
+
+
+def test_the_adapted_map_is_never_above_mmrs_and_zero_on_what_the_shots_show(model, shots, batch):
+  """The memory holds the zero vector (MMR's own normal): every adapted distance is ≤ 1 − cos, so the maps are too;
+  a shot's own discrepancies are in the memory, so the shot itself scores 0."""
+  adapted = model.adapt(list(shots))
+  maps, scores = model.score(batch)
+  adapted_maps, adapted_scores = adapted.score(batch)
+  assert np.all(adapted_maps <= maps + 1e-5) and np.all(adapted_scores < scores)
+  np.testing.assert_allclose(adapted.score(shots)[1], 0.0, atol=1e-5)
+
+
+def test_a_shots_score_is_its_score_against_the_others(model, shots):
+  """Leave one out: shot j's recorded score is what the adaptation to the other shots gives it."""
+  scores = np.asarray(model.adapt(list(shots)).adaptation.shot_scores[0])
+  for j in range(len(shots)):
+    others = model.adapt([shot for i, shot in enumerate(shots) if i != j])
+    np.testing.assert_allclose(others.score(shots[j : j + 1])[1][0], scores[j], rtol=1e-5)
+
+
+def test_evaluate_predict_and_export_agree_on_the_adapted_scores(config, workdir, model, tmp_path):
+  """eval.adapt_shots leaves the shots out of every metric; predict --adapt with the same images and the jax export
+  with them baked in give the same adapted scores as the evaluation."""
+  with config.unlocked():
+    config.eval.adapt_shots = 1  # The tiny set has 2 normal test images per domain.
+  try:
+    results = experiment.evaluate(config, workdir, out=tmp_path / "eval")
+    predictions = evaluation.predict_subset(config, model.scorer, model.params, "same")
+    unadapted, adapted, thresholds = evaluation.adapted_subset(config, model.scorer, model.params, "same", predictions)
+  finally:
+    with config.unlocked():
+      config.eval.adapt_shots = 0
+  shot = evaluation.adaptation_shots(predictions.kinds, "same", 1)
+  assert len(adapted.names) == len(predictions.names) - 1 and predictions.names[shot[0]] not in adapted.names
+  assert list(unadapted.names) == list(adapted.names)
+  for subset in ("same", "view", "mean"):
+    assert {"image_auroc", "pixel_auroc", "fpr_at_threshold", "threshold", "shots"} <= set(results[subset]["adapted"])
+  assert results["same"]["adapted"]["image_auroc"] == metrics.image_auroc(adapted.scores[0], adapted.labels)
+  assert "→" in (tmp_path / "eval" / "results.md").read_text()
+  assert (tmp_path / "eval" / "figures" / "domains_adapted.png").exists()
+  assert list((tmp_path / "eval" / files.HEATMAPS_ADAPTED / "same").glob("*.png"))
+
+  # predict --adapt with that shot, on the other images of the subset.
+  root = config.data.root
+  shot_dir, image_dir = tmp_path / "shot", tmp_path / "images"
+  for name in predictions.names:
+    source = pathlib.Path(root) / name
+    target = (shot_dir if name == predictions.names[shot[0]] else image_dir) / name.replace("/", "_")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+  out = tmp_path / "predict"
+  adapted_model, line = inference.adapt_from_files(model, str(shot_dir), out)
+  assert line.startswith("adapted to 1 normal images") and (out / files.ADAPTATION).exists()
+  image_files, base = inference.list_images(str(image_dir))
+  inference.predict_files(adapted_model, image_files, base, out, heatmaps=0, show_progress=False)
+  with open(out / files.SCORES) as handle:
+    predicted = {row["file"].rsplit("/", 1)[1]: float(row["score"]) for row in csv.DictReader(handle)}
+  evaluated = {name.replace("/", "_"): score for name, score in zip(adapted.names, adapted.scores[0])}
+  assert predicted.keys() == evaluated.keys()
+  np.testing.assert_allclose([predicted[n] for n in evaluated], list(evaluated.values()), rtol=1e-5)
+  assert adapted_model.calibration.threshold == thresholds[0].threshold
+  again, line = inference.adapt_from_files(model, str(shot_dir), out)
+  assert "reused" in line and again.adaptation_id == adapted_model.adaptation_id
+
+  exported = jax.export.deserialize(export.export_jax(adapted_model, tmp_path / "export", ("cpu",)).read_bytes())
+  batch = np.stack([model.preprocess(images.decode_rgb(f)) for f in image_files])
+  np.testing.assert_allclose(np.asarray(exported.call(batch)[1]), adapted_model.score(batch)[1], atol=1e-5)
+
+
+def test_an_adapt_folder_without_a_readable_image_stops_before_scoring(workdir, data_root, tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / "a.png").write_bytes(b"not an image")
+  scored = data_root / "AeBAD_S" / "test" / "good" / "same"
+  for folder, message in ((tmp_path / "empty", "0 image files"), (broken, "none of its 1 image files decodes")):
+    out = tmp_path / "o"
+    code = cli.run(["predict", f"--workdir={workdir}", f"--images={scored}", f"--adapt={folder}", f"--out={out}"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and f"--adapt={folder}" in err and "Traceback" not in err
+    assert not (out / files.SCORES).exists()

@@ -22,7 +22,7 @@ LAYERS = (
   ("base", ("mmr_jax.errors", "mmr_jax.runtime", "mmr_jax.files")),
   ("data and weights", ("mmr_jax.data", "mmr_jax.weights")),
   ("models", ("mmr_jax.models",)),
-  ("equations and metrics", ("mmr_jax.objectives", "mmr_jax.metrics", "mmr_jax.calibration")),
+  ("equations and metrics", ("mmr_jax.objectives", "mmr_jax.adaptation", "mmr_jax.metrics", "mmr_jax.calibration")),
   ("config and training", ("mmr_jax.config", "mmr_jax.training")),
   ("scoring", ("mmr_jax.scoring",)),
   ("evaluation and reports", ("mmr_jax.evaluation", "mmr_jax.reports", "mmr_jax.figures", "mmr_jax.report_page")),

@@ -5,6 +5,10 @@
 threshold), heatmaps/ (an overlay per image, or the --heatmaps=N most anomalous), maps/*.npy with --save_maps, and
 unreadable.csv for files that do not decode (skipped). Rerunning an interrupted command completes it. The model
 and its preprocessing come from the workdir (its config.json): no --config.
+
+--adapt=DIR (a folder, file or glob of normal images of the scored images' domain: a new camera, light, background)
+adapts the model to that domain before scoring (docs/adaptation.md): nothing is trained; the threshold is set again
+from those images; the adaptation is saved into --out and reused while the images stay the same.
 """
 
 import pathlib
@@ -44,6 +48,12 @@ def define_flags(values: flags.FlagValues) -> None:
     flag_values=values,
   )
   flags.DEFINE_bool("save_maps", False, "Also write each anomaly map as a float32 .npy.", flag_values=values)
+  flags.DEFINE_string(
+    "adapt",
+    None,
+    "Normal images of the scored images' domain (a folder, file or quoted glob) to adapt the model to it first.",
+    flag_values=values,
+  )
 
 
 def main(call) -> None:
@@ -57,6 +67,9 @@ def main(call) -> None:
   image_files, base = inference.list_images(args.images)  # Before anything is built: a mistyped path costs nothing.
   model = inference.TrainedModel(args.workdir, seed=args.seed, fpr=args.fpr)
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / files.PREDICTIONS)
+  if args.adapt:
+    model, line = inference.adapt_from_files(model, args.adapt, out)
+    print(line)
   heatmaps = None if args.heatmaps == "all" else int(args.heatmaps)
   summary = inference.predict_files(model, image_files, base, out, heatmaps=heatmaps, save_maps=args.save_maps)
   unreadable = f" (listed in {out / files.UNREADABLE})" if summary.unreadable else ""
@@ -67,7 +80,8 @@ def main(call) -> None:
   if model.calibration is None:
     print(
       "the threshold is uncalibrated: this run held out no normal images (data.calibration_fraction=0), so "
-      "scores.csv has raw scores only; train with --config.data.calibration_fraction=0.1 for decisions"
+      "scores.csv has raw scores only; train with --config.data.calibration_fraction=0.1, or pass --adapt=DIR "
+      "with normal images of this domain, for decisions"
     )
   else:
     print(f"seed {model.seed}, {model.calibration.describe()}: {summary.anomalous} of {summary.total} images anomalous")

@@ -342,6 +342,21 @@ def check_data(config: ml_collections.ConfigDict, subset: str | None = None) -> 
       _cached_eval_set(config, test_subset)
     else:
       sources.test_set(config, test_subset, keep_pixels=False)
+  check_adaptation_shots(config)
+
+
+def check_adaptation_shots(config: ml_collections.ConfigDict) -> None:
+  """With eval.adapt_shots = K, every test subset needs K normal images to adapt from and one more to score."""
+  shots = config.eval.adapt_shots
+  for test_subset in layouts.subset_names(config) if shots else ():
+    normals = sum(
+      e.defect_type == layouts.GOOD for e in sources.test_set(config, test_subset, keep_pixels=False).examples
+    )
+    if normals <= shots:
+      raise DatasetError(
+        f"the test subset {test_subset!r} has {normals} normal images: eval.adapt_shots={shots} needs at least "
+        f"{shots + 1} (the shots, and one to score); lower --config.eval.adapt_shots"
+      )
 
 
 def clear_caches() -> None:

@@ -40,7 +40,7 @@ FREE_KEYS = (
 FREE_PREFIXES = ("eval.",)
 # Keys added after checkpoints began to record their config, with the value that trains as the runs before them
 # did: a record (a checkpoint's meta or a config.json) without one reads as having that value.
-ADDED_KEYS = {"data.calibration_fraction": 0.0, "eval.threshold_fpr": 0.01}
+ADDED_KEYS = {"data.calibration_fraction": 0.0, "eval.threshold_fpr": 0.01, "eval.adapt_shots": 0}
 
 
 def recorded(config: ml_collections.ConfigDict) -> dict:
@@ -92,8 +92,8 @@ def check_resumable(meta: dict, config: ml_collections.ConfigDict, epoch: int) -
     )
   if differing:
     logging.warning(
-      "resuming with keys that do not change what is trained changed: %s",
-      ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differing),
+      "the checkpoint's record differs only in keys that do not change what is trained: %s",
+      ", ".join(f"{k} {old.get(k, '(absent)')!r} → {new.get(k, '(absent)')!r}" for k in differing),
     )
 
 

@@ -1,0 +1,91 @@
+"""Training-free adaptation to a new domain from K normal images of it (docs/adaptation.md has the method, its
+figures and its limits).
+
+MMR scores a position by how far the student's reconstruction is from the teacher: per scale, 1 − cos(t, s) = |d|²/2
+with d = t/|t| − s/|s| (Eq. 2). Under a domain shift, normal parts the student never saw (a new background, a new
+view) get large d too. The adaptation keeps a memory of the discrepancy vectors d of every position of the K normal
+images ("shots") of the new domain, plus the zero vector (MMR's own notion of normal), and scores a position by the
+squared distance of its d to the nearest memory entry, halved:
+
+    A_s(x) = min_{m ∈ M_s} |d_s(x) − m|² / 2  ≤  |d_s(x)|² / 2 = 1 − cos(t, s)   (the zero vector is in M_s)
+
+What the shots show to be a normal discrepancy (the wood texture's, the turned outline's) stops counting; a defect's
+discrepancy, unlike any in the memory, still does. The rest of Eq. 2 is unchanged (upsampling, sum, Gaussian, max).
+Nothing is trained and nothing random is drawn: the same shots give the same memory and the same scores.
+
+Pure jnp, for one student (no seed axis): `scoring.Scorer` vmaps it over the seeds and compiles it on the mesh.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+EPS = 1e-8  # As the cosine distance of Eq. 1 and 2 (objectives.cosine_distance).
+# Memory entries compared at once: bounds the (images × positions × entries) distance block of one step.
+CHUNK = 512
+ZERO_OWNER, PADDING_OWNER, NO_SHOT = -1, -2, -3
+
+
+class Memory(NamedTuple):
+  """One scale's memory: `entries` (M, C) discrepancy vectors, `owners` (M,) the shot each came from (ZERO_OWNER
+  for the zero vector, PADDING_OWNER for rows that pad M to a multiple of CHUNK)."""
+
+  entries: jax.Array
+  owners: jax.Array
+
+
+def discrepancy(teacher: jax.Array, student: jax.Array) -> jax.Array:
+  """d = t/|t| − s/|s| along the channels (norms clamped at EPS as in the cosine distance): |d|²/2 = 1 − cos."""
+  t, s = teacher.astype(jnp.float32), student.astype(jnp.float32)
+  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), EPS)
+  return unit(t) - unit(s)
+
+
+def build_memory(teacher: Sequence[jax.Array], student: Sequence[jax.Array]) -> tuple[Memory, ...]:
+  """Per scale, the memory of the shots' features (K, h, w, C): the zero vector, then every position of every shot."""
+  memories = []
+  for t, s in zip(teacher, student):
+    d = discrepancy(t, s)
+    k, h, w, c = d.shape
+    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), d.reshape(k * h * w, c)])
+    owners = jnp.concatenate([jnp.full((1,), ZERO_OWNER, jnp.int32), jnp.repeat(jnp.arange(k, dtype=jnp.int32), h * w)])
+    pad = -len(entries) % CHUNK
+    entries = jnp.pad(entries, ((0, pad), (0, 0)))
+    owners = jnp.pad(owners, (0, pad), constant_values=PADDING_OWNER)
+    memories.append(Memory(entries, owners))
+  return tuple(memories)
+
+
+def nearest_distance(d: jax.Array, memory: Memory, exclude: jax.Array | None = None) -> jax.Array:
+  """min over the memory of |d − m|²/2 at every position of d (B, h, w, C) → (B, h, w). `exclude` (B,): per image,
+  the shot whose entries are left out (its own, for leave-one-out scores; NO_SHOT leaves none out)."""
+  b, h, w, c = d.shape
+  queries = d.reshape(b, h * w, c)
+  query_norms = jnp.sum(queries * queries, axis=-1)
+  exclude = jnp.full((b,), NO_SHOT, jnp.int32) if exclude is None else exclude
+
+  def step(best, chunk):
+    entries, owners = chunk
+    products = jnp.einsum("bqc,mc->bqm", queries, entries, precision=HIGHEST)
+    distances = query_norms[..., None] + jnp.sum(entries * entries, axis=-1) - 2.0 * products
+    left_out = (owners[None, :] == exclude[:, None]) | (owners == PADDING_OWNER)[None, :]
+    distances = jnp.where(left_out[:, None, :], jnp.inf, distances)
+    return jnp.minimum(best, jnp.min(distances, axis=-1)), None
+
+  chunks = (memory.entries.reshape(-1, CHUNK, c), memory.owners.reshape(-1, CHUNK))
+  best, _ = jax.lax.scan(step, jnp.full((b, h * w), jnp.inf), chunks)
+  return (0.5 * jnp.maximum(best, 0.0)).reshape(b, h, w)  # The expansion can go a rounding below 0.
+
+
+def adapted_distances(
+  teacher: Sequence[jax.Array],
+  student: Sequence[jax.Array],
+  memories: Sequence[Memory],
+  exclude: jax.Array | None = None,
+) -> list[jax.Array]:
+  """The per-scale maps A_s (B, h, w) that replace 1 − cos(t, s) in Eq. 2 (module docstring)."""
+  return [nearest_distance(discrepancy(t, s), m, exclude) for t, s, m in zip(teacher, student, memories)]
