@@ -20,6 +20,7 @@ at module level, so that --help and the relaunch stay instant.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import sys
 from typing import Any
@@ -28,6 +29,7 @@ from absl import flags
 from absl import logging
 
 from mmr_jax import errors
+from mmr_jax import files
 from mmr_jax import runtime
 
 # Command name → one line for `python -m mmr_jax --help`. The module is mmr_jax/commands/<name>.py.
@@ -82,7 +84,9 @@ def load(name: str):
   return importlib.import_module(f"mmr_jax.commands.{name}")
 
 
-def _flag_values(command) -> flags.FlagValues:
+def _flag_values(command, argv: list[str] | None = None) -> flags.FlagValues:
+  """The command's flags, in a FlagValues of their own; `argv` (program name first) is what --config.KEY overrides
+  are read from (ml_collections reads sys.argv otherwise)."""
   values = flags.FlagValues()
   flags.DEFINE_bool(
     "verbose", False, "Show the traceback of a config, data, weights or workdir error.", flag_values=values
@@ -98,7 +102,7 @@ def _flag_values(command) -> flags.FlagValues:
     from ml_collections import config_flags
 
     config_flags.DEFINE_config_file(
-      "config", None, "A config file, e.g. configs/synthetic.py.", flag_values=values, lock_config=True
+      "config", None, "A config file, e.g. configs/synthetic.py.", flag_values=values, lock_config=True, sys_argv=argv
     )
   command.define_flags(values)
   return values
@@ -128,6 +132,16 @@ def run(argv: list[str]) -> int:
       raise
     print(f"error: {error}", file=sys.stderr)
     return error.exit_code
+  except OSError as error:
+    if error.errno not in files.OS_PROBLEMS or verbose:
+      raise
+    # A full disk or an unwritable folder met mid-run: what was saved (checkpoints, files written whole) stays.
+    print(
+      f"error: {files.describe_os_error(error)}. Nothing saved before is lost: make room (or fix the folder) and "
+      f"rerun the same command, which goes on from what is saved",
+      file=sys.stderr,
+    )
+    return errors.RunError.exit_code
 
 
 def _run(argv: list[str]) -> int:
@@ -135,11 +149,14 @@ def _run(argv: list[str]) -> int:
     raise UsageError(f"name a command first: {', '.join(COMMANDS)} (python -m mmr_jax --help)")
   name, rest = argv[0], argv[1:]
   command = load(name)
-  values = _flag_values(command)
+  argv = [f"python -m mmr_jax {name}", *rest]
+  values = _flag_values(command, argv)
   try:
-    positional = values([f"python -m mmr_jax {name}", *rest])[1:]
+    positional = values(argv)[1:]
   except flags.Error as error:
     raise UsageError(f"{error} (python -m mmr_jax {name} --help lists the flags)") from None
+  except (KeyError, AttributeError):  # ml_collections' way of saying that a --config.KEY does not exist.
+    raise _unknown_config_keys(rest) from None
   if positional and not command.POSITIONAL:
     raise UsageError(f"unexpected arguments {' '.join(positional)!r}; flags take the form --name=value")
   flags.FLAGS.mark_as_parsed()  # absl's logging asks whether the global flags are parsed; ours are our own.
@@ -156,6 +173,28 @@ def _run(argv: list[str]) -> int:
     config = _config(values)
   status = command.main(Call(name, values, config, rest, positional))
   return 0 if status is None else int(status)
+
+
+def _unknown_config_keys(arguments: list[str]) -> errors.UserError:
+  """The error for --config.KEY=VALUE arguments whose KEY the config file lacks, each with the closest keys."""
+  from ml_collections import config_flags
+
+  from mmr_jax import config as config_lib
+
+  files_only = ["prog", *(a for a in arguments if a.startswith("--config="))]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=files_only)
+  values(files_only)
+  known = config_lib.flat_keys(values.config) if values.config is not None else []
+  given = [a[len("--config.") :].split("=", 1)[0] for a in arguments if a.startswith("--config.")]
+  unknown = [key for key in given if key not in known] or given
+  hints = []
+  for key in unknown:
+    close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
+    hints.append(key + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+  return config_lib.ConfigError(
+    f"unknown config key{'s' if len(hints) > 1 else ''}: {'; '.join(hints)}. Every key is in configs/common.py"
+  )
 
 
 def _config(values: flags.FlagValues):

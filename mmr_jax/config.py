@@ -4,6 +4,8 @@ Unknown keys are already rejected by `ml_collections` (a locked ConfigDict) when
 `--config.some.key=value`; this module checks values and their combinations.
 """
 
+import math
+
 import ml_collections
 
 from mmr_jax import errors
@@ -23,6 +25,21 @@ class ConfigError(errors.UserError, ValueError):
 def seeds_of(config: ml_collections.ConfigDict) -> list[int]:
   """The seeds a config trains side by side: seed, seed + 1, … (num_seeds of them)."""
   return [config.seed + k for k in range(config.num_seeds)]
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf key of a config, dotted: "eval.threshold_fpr", ..."""
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += flat_keys(value, f"{prefix}{key}.")
+    else:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+def _non_finite(config: ml_collections.ConfigDict) -> list[str]:
+  return [key for key in flat_keys(config) if isinstance(v := config[key], float) and not math.isfinite(v)]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -46,6 +63,8 @@ def _split_comma_lists(config: ml_collections.ConfigDict, prefix: str = "") -> N
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad key; returns the config (locked) otherwise."""
   _split_comma_lists(config)
+  bad = _non_finite(config)
+  _require(not bad, f"{', '.join(f'{k}={config[k]}' for k in bad)}: every number of a config must be finite")
   _require(isinstance(config.seed, int) and config.seed >= 0, f"seed must be a non-negative int, got {config.seed!r}")
   _require(config.num_seeds >= 1, f"num_seeds must be ≥ 1, got {config.num_seeds}")
   _require(config.num_epochs >= 0, f"num_epochs must be ≥ 0, got {config.num_epochs}")

@@ -130,6 +130,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   workdir = pathlib.Path(workdir)
   if jax.process_index() != 0:  # Hosts share the workdir; the first one holds the lock for all.
     return _train(config, workdir)
+  files.check_folder(workdir, "--workdir")
   with lock.WorkdirLock(workdir):
     return _train(config, workdir)
 
@@ -152,10 +153,38 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   if writer:  # Only now: the config either starts the run or matches the checkpoint in everything it trains.
     files.write_atomic(workdir / files.CONFIG, config.to_json_best_effort(indent=2) + "\n")
   steps_per_epoch = pipeline.steps_per_epoch(config)
-  log = summaries.MetricWriter(workdir, resume_after_step=first_epoch * steps_per_epoch, enabled=writer)
+  # All epochs trained but the end's files incomplete: the evaluation is redone, and its record with it.
+  redo_end = first_epoch == config.num_epochs
+  log = summaries.MetricWriter(workdir, first_epoch * steps_per_epoch, enabled=writer, drop_evaluation=redo_end)
+  if redo_end:
+    logging.warning("%s is trained to the end but not every result was written: evaluating it again", workdir)
+  progress = tqdm.tqdm(
+    total=(config.num_epochs - first_epoch) * steps_per_epoch, unit="step", dynamic_ncols=True, disable=not writer
+  )
+  try:
+    state = _train_epochs(config, run, state, first_epoch, steps_per_epoch, checkpoints, log, progress, workdir)
+  finally:
+    progress.close()  # Before any message, which then prints on a line of its own.
+  calibrations = evaluation.calibrate(config, run.scorer, state.params, workdir)
+  results = evaluation.evaluate(config, run.scorer, state.params, workdir, calibrations)
+  log.write(config.num_epochs * steps_per_epoch, _flatten_results(results, "eval"))
+  log.close()
+  checkpoints.close()
+  return results
 
-  total_steps = (config.num_epochs - first_epoch) * steps_per_epoch
-  progress = tqdm.tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=not writer)
+
+def _train_epochs(
+  config: ml_collections.ConfigDict,
+  run: Run,
+  state: steps.TrainState,
+  first_epoch: int,
+  steps_per_epoch: int,
+  checkpoints: checkpoint.Checkpoints,
+  log: summaries.MetricWriter,
+  progress: tqdm.tqdm,
+  workdir: pathlib.Path,
+) -> steps.TrainState:
+  """The epochs from `first_epoch` on: sharded steps, their metrics, checkpoints, periodic evaluations."""
   images_per_step = config.batch_size * config.num_seeds
   for epoch in range(first_epoch, config.num_epochs):
     lr = optimizer.learning_rate(epoch, config.optim)
@@ -188,17 +217,10 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       meta = {"epoch": epoch, "seeds": run.seeds, "steps_per_epoch": steps_per_epoch, "config": resume.recorded(config)}
       checkpoints.save(epoch, state, meta)
     if config.eval_every_epochs and (epoch + 1) % config.eval_every_epochs == 0 and not last:
-      results = evaluation.evaluate(
-        config, run.scorer, state.params, workdir / f"eval_epoch_{epoch}", write_report=False
-      )
+      folder = workdir / f"eval_epoch_{epoch}"
+      results = evaluation.evaluate(config, run.scorer, state.params, folder, write_report=False)
       log.write(end_step, _flatten_results(results, "eval"))
-  progress.close()
-  calibrations = evaluation.calibrate(config, run.scorer, state.params, workdir)
-  results = evaluation.evaluate(config, run.scorer, state.params, workdir, calibrations)
-  log.write(config.num_epochs * steps_per_epoch, _flatten_results(results, "eval"))
-  log.close()
-  checkpoints.close()
-  return results
+  return state
 
 
 # What evaluate.py can do instead when a workdir has no checkpoint (resume.no_checkpoint).
@@ -228,6 +250,8 @@ def evaluate(
   if not student_checkpoint and config.num_epochs != 0 and not (workdir / files.CHECKPOINTS).is_dir():
     raise resume.no_checkpoint(workdir, EVALUATE_HINT)  # Before anything is built: a mistyped workdir costs nothing.
   pipeline.check_adaptation_shots(config)
+  if jax.process_index() == 0:
+    files.check_folder(out, "--out" if out != workdir else "--workdir")
   scorer = scoring.Scorer(config)
   if student_checkpoint:
     with config.unlocked():

@@ -4,10 +4,14 @@ a full disk or a crash never leaves a torn file that a rerun would trust."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
+import tempfile
 from typing import Any
+
+from mmr_jax import errors
 
 # A training run's workdir.
 CONFIG = "config.json"  # The config it trains with, written when it starts or resumes.
@@ -35,6 +39,45 @@ ADAPTATION_RECORD = "adaptation.json"  # and which images (with their SHA-256) i
 EXPORTED_JAX = "model.jax"
 EXPORTED_SAVEDMODEL = "savedmodel"
 EXPORT_METADATA = "model.json"
+
+
+# What each OSError number says is wrong with a folder or a disk, for the one-line message.
+OS_PROBLEMS = {
+  errno.ENOSPC: "the disk is full",
+  errno.EDQUOT: "the disk quota is used up",
+  errno.EROFS: "the file system is read-only",
+  errno.EACCES: "permission denied",
+  errno.EPERM: "permission denied",
+  errno.ENOTDIR: "a file stands where a folder must be",
+  errno.EEXIST: "a file stands where a folder must be",
+}
+
+
+def check_folder(path: str | os.PathLike, flag: str, create: bool = True) -> pathlib.Path:
+  """PATH as a folder this process can write into, created when missing (with `create`), or one RunError (exit 6)
+  that names the flag, the path and what is wrong, before any work: a file in its place, a read-only disk, no
+  permission. Writing is tried for real (root passes permission checks that a read-only mount does not)."""
+  path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise errors.RunError(f"{flag}={path} is a file, not a folder: pass a folder (it is created when missing)")
+  try:
+    if create:
+      path.mkdir(parents=True, exist_ok=True)
+    elif not path.is_dir():
+      raise errors.RunError(f"{flag}={path} does not exist")
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as error:
+    raise errors.RunError(
+      f"{flag}={path} cannot be written ({describe_os_error(error)}): pass a writable folder"
+    ) from None
+  return path
+
+
+def describe_os_error(error: OSError) -> str:
+  """What an OSError says of the disk or a path, in a few words, with the path it names."""
+  what = OS_PROBLEMS.get(error.errno, error.strerror or type(error).__name__)
+  return f"{what}: {error.filename}" if error.filename else what
 
 
 def seed_results(directory: pathlib.Path, seed: int, num_seeds: int) -> pathlib.Path:

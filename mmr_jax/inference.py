@@ -37,6 +37,7 @@ from mmr_jax import scoring
 from mmr_jax.data import images
 from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
+from mmr_jax.training import lock
 from mmr_jax.training import resume
 
 SCORE_COLUMNS = ("file", "score", "normalised_score", "decision")
@@ -205,6 +206,12 @@ def list_images(pattern: str, flag: str = "--images") -> tuple[list[str], pathli
     for f in found
     if os.path.isfile(f) and f.lower().endswith(layouts.IMAGE_EXTENSIONS) and not os.path.basename(f).startswith(".")
   )
+  undecodable = [f for f in image_files if not layouts.encodes(f)]
+  if undecodable:
+    raise errors.UserError(
+      f"{flag}={pattern}: {len(undecodable)} file names are not valid UTF-8 (e.g. {ascii(undecodable[0])}); rename "
+      f"them (for example with convmv -f latin1 -t utf-8 -r --notest DIR)"
+    )
   if not image_files:
     raise errors.UserError(
       f"{flag}={pattern}: 0 image files ({', '.join(layouts.IMAGE_EXTENSIONS)}) there; pass a file, a "
@@ -276,12 +283,17 @@ def _check_settings(out: pathlib.Path, settings: dict) -> None:
   path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def output_name(file: str, base: pathlib.Path, suffix: str) -> str:
-  """The file name of a file's overlay or map: its path relative to `base` with "/" as "__" (as report.html's
-  heatmaps are named) and `suffix` for its extension, so that files of different folders never collide."""
+def relative_name(file: str, base: pathlib.Path) -> str:
+  """A scored file's path relative to `base` (the folder --images names), as the outputs name it."""
   relative = pathlib.PurePath(os.path.relpath(os.path.abspath(file), os.path.abspath(base)))
-  parts = [part for part in relative.parts if part not in ("..", ".")]
-  return "__".join(parts).rsplit(".", 1)[0] + suffix
+  return "/".join(part for part in relative.parts if part not in ("..", "."))
+
+
+def output_name(file: str, base: pathlib.Path, suffix: str) -> str:
+  """The path (under heatmaps/ or maps/) of a file's overlay or map: its path relative to `base`, its extension
+  kept, then `suffix` (good/0001.png → good/0001.png.png): unique (x.png and x.jpg differ, a/b.png and a__b.png
+  too) and reversible (drop the suffix)."""
+  return relative_name(file, base) + suffix
 
 
 @dataclasses.dataclass
@@ -307,8 +319,22 @@ def predict_files(
   """Scores `image_files` into OUT: scores.csv (file, score, normalised score, decision), unreadable.csv,
   heatmaps/<relative name>.png (every image when `heatmaps` is None, else the `heatmaps` highest-scoring ones, at
   the end), maps/<relative name>.npy with `save_maps`. Resumable: files already in scores.csv or unreadable.csv
-  are skipped, and each batch's rows are written after its pictures."""
-  out.mkdir(parents=True, exist_ok=True)
+  are skipped, and each batch's rows are written after its pictures. One predict per OUT at a time (a lock)."""
+  files.check_folder(out, "--out")
+  with lock.WorkdirLock(out, "--out"):
+    return _predict_files(model, image_files, base, out, heatmaps, save_maps, workers, show_progress)
+
+
+def _predict_files(
+  model: TrainedModel,
+  image_files: Sequence[str],
+  base: pathlib.Path,
+  out: pathlib.Path,
+  heatmaps: int | None,
+  save_maps: bool,
+  workers: int | None,
+  show_progress: bool,
+) -> Summary:
   c = model.calibration
   _check_settings(
     out,
@@ -341,9 +367,9 @@ def predict_files(
         if heatmaps is None:
           _write_overlay(model, out, item.file, base, image, amap, float(score), scale)
         if save_maps:
-          target = out / files.MAPS / output_name(item.file, base, ".npy")
-          target.parent.mkdir(exist_ok=True)
-          np.save(target, amap.astype(np.float32))
+          buffer = io.BytesIO()
+          np.save(buffer, amap.astype(np.float32))
+          files.write_atomic(out / files.MAPS / output_name(item.file, base, ".npy"), buffer.getvalue())
         rows.append(_score_row(model, item.file, float(score)))
     _append_rows(out / files.SCORES, SCORE_COLUMNS, rows)
     if bad:
@@ -389,7 +415,7 @@ def _write_overlay(
   rank: int | None = None,
 ) -> None:
   row = _score_row(model, file, score)
-  title = f"{output_name(file, base, pathlib.Path(file).suffix).replace('__', '/')}: score {score:.4g}"
+  title = f"{relative_name(file, base)}: score {score:.4g}"
   if model.calibration is None:
     title += " (uncalibrated; colours scaled to this map)"
   else:
@@ -397,9 +423,8 @@ def _write_overlay(
   if rank is not None:
     title = f"#{rank} " + title
   vmin, vmax = scale if scale else (0.0, max(float(amap.max()), 1e-6))
-  target = out / files.HEATMAPS / output_name(file, base, ".png")
-  target.parent.mkdir(exist_ok=True)
-  target.write_bytes(figures.prediction_overlay(image, amap, vmin, vmax, title))
+  png = figures.prediction_overlay(image, amap, vmin, vmax, title)
+  files.write_atomic(out / files.HEATMAPS / output_name(file, base, ".png"), png)
 
 
 def _write_top_overlays(

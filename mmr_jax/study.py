@@ -161,6 +161,7 @@ def run(
   finished point of the study; returns the rows of study.csv."""
   every = grid_points(grid)
   configs = {point: point_config(base, point) for point in every}  # Every bad value now, before any training.
+  files.check_folder(workdir, "--workdir")
   mine = share(every, points)
   for number, point in enumerate(mine, 1):
     logging.warning("study point %d of %d here (%d in all): %s", number, len(mine), len(every), point.name)

@@ -26,8 +26,16 @@ def weights_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  """The session's cache folder; subprocesses that compile the same programs can be pointed at it too."""
-  return runtime.enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"), min_compile_seconds=0.2)
+  """The session's cache folder, for this process, the commands run in it (cli.run) and the subprocesses that
+  compile the same programs; never the user's."""
+  folder = tmp_path_factory.mktemp("xla_cache")
+  previous = os.environ.get("MMR_JAX_COMPILE_CACHE")
+  os.environ["MMR_JAX_COMPILE_CACHE"] = str(folder)
+  yield runtime.enable_compilation_cache(folder, min_compile_seconds=0.2)
+  if previous is None:
+    os.environ.pop("MMR_JAX_COMPILE_CACHE", None)
+  else:
+    os.environ["MMR_JAX_COMPILE_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

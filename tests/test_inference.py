@@ -128,8 +128,8 @@ def test_predict_scores_every_image_as_evaluate_does_and_resumes(config, data_ro
   assert sorted(row["file"] for row in rows) == sorted(f for f in image_files if "broken" not in f)
   unreadable = (out / files.UNREADABLE).read_text()
   assert "broken.png" in unreadable and "does not decode" in unreadable
-  assert len(list((out / "heatmaps").glob("*.png"))) == len(test_files)
-  assert np.load(out / "maps" / "good__0000.npy").shape == (64, 64)
+  assert len(list((out / "heatmaps").rglob("*.png"))) == len(test_files)
+  assert np.load(out / "maps" / "good" / "0000.png.npy").shape == (64, 64)
 
   # The same scores as evaluate's for every test image of the subset.
   predictions = evaluation.predict_subset(config, model.scorer, model.params, "same")
@@ -229,7 +229,7 @@ def test_predict_on_the_command_line_writes_the_top_heatmaps_and_refuses_bad_inp
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "anomalous" in result.stdout and "threshold" in result.stdout
-  assert len(list((out / "heatmaps").glob("*.png"))) == 1
+  assert len(list((out / "heatmaps").rglob("*.png"))) == 1
   missing = subprocess.run(
     [sys.executable, "predict.py", f"--workdir={tmp_path / 'nowhere'}", f"--images={folder}"],
     cwd=REPO,

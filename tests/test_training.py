@@ -407,7 +407,7 @@ def test_resume_refuses_a_config_that_trains_differently(uninterrupted, data_roo
   with pytest.raises(errors.RunError) as caught:
     experiment.train(tiny_config(data_root, batch_size=4, **{"data.image_size": 48}), workdir)
   message = str(caught.value)
-  assert "batch_size: 6 in the checkpoint, 4 now" in message and "data.image_size: 64" in message
+  assert "batch_size 6 in the checkpoint, 4 now" in message and "data.image_size 64" in message
   assert "another --workdir" in message
   assert (workdir / "config.json").read_text() == recorded  # The record of what was trained is kept.
 

@@ -6,7 +6,6 @@ converter takes. OUT/model.json holds the preprocessing, the threshold and the c
 """
 
 import os
-import pathlib
 
 from absl import flags
 
@@ -27,11 +26,12 @@ def define_flags(values: flags.FlagValues) -> None:
 
 def main(call) -> None:
   from mmr_jax import export
+  from mmr_jax import files
   from mmr_jax import inference
 
   args = call.flags
+  out = files.check_folder(args.out or os.path.join(args.workdir, f"export_{args.format}"), "--out")
   model = inference.TrainedModel(args.workdir, seed=args.seed)
-  out = pathlib.Path(args.out or os.path.join(args.workdir, f"export_{args.format}"))
   path = export.export_jax(model, out) if args.format == "jax" else export.export_savedmodel(model, out)
   print(
     f"exported seed {model.seed} ({model.epochs_trained} epochs) as {args.format}: {path}; model.json beside it"

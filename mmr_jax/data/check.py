@@ -42,34 +42,51 @@ class SplitReport:
   types: dict[str, int] = dataclasses.field(default_factory=dict)  # Anomalous images by defect type.
   published: list[str] = dataclasses.field(default_factory=list)  # How the files compare with the published code's.
   high_bit_depth: list[str] = dataclasses.field(default_factory=list)  # Images scaled down to 8 bits.
+  oriented: list[str] = dataclasses.field(default_factory=list)  # Images (or masks) turned by their EXIF tag.
+  transparent: list[str] = dataclasses.field(default_factory=list)  # Alpha channels with transparent pixels.
+  tiny: list[str] = dataclasses.field(default_factory=list)  # Images smaller than one patch of the student.
 
 
-def _inspect(example: layouts.Example) -> tuple[str | None, bool, bool]:
-  """(problem or None, whether an anomalous image's mask is all zero, whether it has more than 8 bits)."""
+def _inspect(example: layouts.Example) -> tuple[str | None, bool, list[images.Facts]]:
+  """(problem or None, whether an anomalous image's mask is all zero, the Facts of the image and of its mask)."""
   _, mask, _, problem = decoding.decode_example(example)
-  high_bit_depth = problem is None and example.image_file is not None and images.has_high_bit_depth(example.image_file)
-  return problem, mask is not None and not mask.any(), high_bit_depth
+  if problem is not None:
+    return problem, False, []
+  found = [example.image_bytes if example.image_bytes is not None else example.image_file]
+  if example.has_mask:
+    found.append(example.mask_bytes if example.mask_bytes is not None else example.mask_file)
+  return None, mask is not None and not mask.any(), [images.facts(source) for source in found]
 
 
-def check_split(files: layouts.FileList) -> SplitReport:
+def check_split(files: layouts.FileList, patch_size: int = 16) -> SplitReport:
   report = SplitReport(files.title, images=len(files.examples), skipped=list(files.skipped))
   if not files.examples:
     report.problems.append(decoding.empty_message(files))
     return report
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
     results = list(pool.map(_inspect, files.examples))
-  for example, (problem, empty_mask, high_bit_depth) in zip(files.examples, results):
+  for example, (problem, empty_mask, found) in zip(files.examples, results):
     if problem:
       report.problems.append(problem)
       continue
     report.usable += 1
     if empty_mask:
       report.empty_masks.append(example.mask_file)
-    if high_bit_depth:
+    image = found[0]
+    if image.high_bit_depth:
       report.high_bit_depth.append(example.name)
+    if any(f.orientation != 1 for f in found):
+      tags = "/".join(str(f.orientation) for f in found)
+      report.oriented.append(f"{example.name} (orientation {tags}{' image/mask' if len(found) > 1 else ''})")
+    if image.transparent:
+      report.transparent.append(example.name)
+    if min(image.size) < patch_size:
+      report.tiny.append(f"{example.name} ({image.size[0]}x{image.size[1]})")
   normal = sum(1 for e in files.examples if e.label == 0)
   report.counts = {"normal": normal, "anomalous": len(files.examples) - normal}
   report.types = layouts.count_by([e for e in files.examples if e.label], lambda e: e.defect_type)
+  if files.split == "test" and (normal == 0 or normal == len(files.examples)):
+    report.problems.append(decoding.one_class_message(files, normal, len(files.examples) - normal))
   return report
 
 
@@ -165,7 +182,7 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
     except DatasetError as error:
       reports.append(SplitReport(f"{split} {subset}".strip(), problems=[error.message]))
       continue
-    report = check_split(files)
+    report = check_split(files, config.model.vit.patch_size)
     published = layouts.published_files(config, split, subset)
     if published is not None:
       report.published = compare_published(files, published)
@@ -186,6 +203,22 @@ def run_check(config: ml_collections.ConfigDict, emit: Callable[[str], None] = p
         f"  note: {len(report.high_bit_depth)} images have more than 8 bits per pixel (e.g. "
         f"{report.high_bit_depth[0]}): scaled to 8 bits here (value / 257); the published loader's PIL "
         f"convert('RGB') clips them at 255, which makes them almost white"
+      )
+    if report.oriented:
+      emit(
+        f"  note: {len(report.oriented)} files carry an EXIF orientation (e.g. {report.oriented[0]}): each is turned "
+        f"as a viewer shows it, images and masks by their own tags; a mask drawn on the stored pixels of a turned "
+        f"image would now be off (the published loader turns nothing)"
+      )
+    if report.transparent:
+      emit(
+        f"  note: {len(report.transparent)} images have transparent pixels (e.g. {report.transparent[0]}): the alpha "
+        f"channel is dropped, so those pixels show the colour stored under them, not a background"
+      )
+    if report.tiny:
+      emit(
+        f"  note: {len(report.tiny)} images are smaller than one {config.model.vit.patch_size}-pixel patch (e.g. "
+        f"{report.tiny[0]}): they are resized up to data.image_size, and hold almost nothing to inspect"
       )
     if report.empty_masks:
       emit(

@@ -116,6 +116,15 @@ def empty_message(files: FileList) -> str:
   return f"{files.location}: no images for the {files.title} split."
 
 
+def one_class_message(files: FileList, normal: int, anomalous: int) -> str:
+  """A test split of one class only: its image AUROC (and every other metric) is undefined."""
+  missing = "anomalous" if anomalous == 0 else "normal"
+  return (
+    f"{files.location}: the {files.title} split has {normal} normal and {anomalous} anomalous images, so its image "
+    f"AUROC is undefined; add {missing} images to it, or leave the subset out of data.subsets"
+  )
+
+
 def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool, max_side: int = 0) -> DecodedSplit:
   """Decodes every file of `files`; raises DatasetError on any problem unless skip_bad_files (then drops it).
   `max_side`: shrink larger images to this longer side (config.data.max_image_side; 0 keeps them)."""
@@ -144,6 +153,9 @@ def validate(files: FileList, skip_bad_files: bool, keep_pixels: bool, max_side:
       f"{files.location}: none of the {len(problems)} images of the {files.title} split decodes.",
       layouts.LAYOUT_HELP[files.dataset],
     )
+  normal = sum(files.examples[i].label == 0 for i in keep)
+  if files.split == "test" and normal in (0, len(keep)):  # Before any training: the metrics need both classes.
+    raise DatasetError(one_class_message(files, normal, len(keep) - normal))
   return DecodedSplit(
     files=files,
     examples=[files.examples[i] for i in keep],

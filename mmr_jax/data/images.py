@@ -2,23 +2,59 @@
 
 Images are decoded with PIL on purpose: it is what torchvision's loader uses, so the pixels match the
 published code exactly, and a file that PIL cannot read is caught with its path before TF ever sees it.
+
+One deliberate difference: an EXIF orientation tag (cameras and phones store a portrait photo as landscape pixels
+plus "turn by 90°") is applied, as every image viewer does, to images and masks alike, each by its own tag. The
+published loader ignores it, so its model sees such a photo on its side, and a mask drawn on the image as a viewer
+shows it lies 90° off its pixels. AeBAD and MVTec AD carry no such tag: nothing changes for them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+EXIF_ORIENTATION = 0x0112  # 1: as stored; 2-8: mirrored and/or turned.
+
+
 def _open(source: str | bytes) -> Image.Image:
   image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
   image.load()  # Decodes now, so that a truncated file fails here and not on first use.
+  if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+    turned = ImageOps.exif_transpose(image)  # As a viewer shows it (module docstring).
+    image.close()
+    return turned
   return image
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+  """What `data.check` says of an image beyond whether it decodes."""
+
+  high_bit_depth: bool  # More than 8 bits per pixel: scaled to 8 here (see HIGH_BIT_DEPTH_MODES).
+  orientation: int  # Its EXIF orientation tag (1 when it has none).
+  transparent: bool  # An alpha channel with transparent pixels, which RGB decoding drops (they show their colour).
+  size: tuple[int, int]  # (width, height) as stored.
+
+
+def facts(source: str | bytes) -> Facts:
+  """The Facts of an image file (its alpha channel decoded only where it has one)."""
+  with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+    transparent = False
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+      alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+      transparent = bool(alpha.min() < 255)
+    return Facts(
+      image.mode in HIGH_BIT_DEPTH_MODES, int(image.getexif().get(EXIF_ORIENTATION, 1)), transparent, image.size
+    )
 
 
 # Grey images of more than 8 bits. PIL's convert("RGB"), which the published loader calls, clips their values at
@@ -39,12 +75,6 @@ def decode_rgb(source: str | bytes) -> np.ndarray:
     if image.mode == "F":
       raise ValueError("a floating-point image; save it as an 8- or 16-bit image")
     return np.asarray(image.convert("RGB"))
-
-
-def has_high_bit_depth(source: str | bytes) -> bool:
-  """Whether decode_rgb scales this file down from more than 8 bits (reads the header only)."""
-  with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-    return image.mode in HIGH_BIT_DEPTH_MODES
 
 
 def decode_mask(source: str | bytes) -> tuple[np.ndarray, bool]:

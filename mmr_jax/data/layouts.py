@@ -122,9 +122,27 @@ class FileList:
   location: str = ""  # The folder (pattern) read, for messages.
   skipped: list[str] = dataclasses.field(default_factory=list)
 
+  def __post_init__(self):
+    # Names that are not valid UTF-8 (bytes a file system allows) cannot go into results, CSVs or the report:
+    # named here, when the files are listed, before any work.
+    bad = [name for name in [e.name for e in self.examples] + self.skipped if not encodes(name)]
+    if bad:
+      raise DatasetError(
+        f"{self.location}: {len(bad)} file names are not valid UTF-8 (e.g. {ascii(bad[0])}); rename them (for "
+        f"example with convmv -f latin1 -t utf-8 -r --notest DIR)"
+      )
+
   @property
   def title(self) -> str:
     return f"{self.split} {self.subset}".strip()
+
+
+def encodes(name: str) -> bool:
+  try:
+    name.encode("utf-8")
+    return True
+  except UnicodeEncodeError:
+    return False
 
 
 def _is_image_name(name: str) -> bool:

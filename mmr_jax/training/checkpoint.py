@@ -10,12 +10,14 @@ import gc
 import json
 import logging
 import pathlib
+import shutil
 import zlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from mmr_jax import errors
 from mmr_jax import files
 
 
@@ -23,30 +25,41 @@ class Unreadable(Exception):
   """A checkpoint that orbax could not read back: damaged, or saved from a state of another structure."""
 
 
-def _abandoned_read(record: logging.LogRecord) -> bool:
+class Unwritable(errors.RunError):
+  """A checkpoint that could not be written (a full disk, a read-only one): the message says what is kept."""
+
+
+def _abandoned_task(record: logging.LogRecord) -> bool:
   return "exception was never retrieved" not in record.getMessage()
+
+
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _quiet_abandoned_tasks() -> None:
+  """Orbax reads and writes a checkpoint's arrays in concurrent asyncio tasks; when the files are damaged (or the
+  disk is full) every task fails and all but the first exception are never retrieved, so asyncio would log each
+  one (tensorstore spec, traceback) when it is collected, some only at exit. They repeat the failure already
+  reported, so once one has failed asyncio's "exception was never retrieved" records are dropped for the rest of
+  the process."""
+  asyncio_log = logging.getLogger("asyncio")
+  if _abandoned_task not in asyncio_log.filters:
+    asyncio_log.addFilter(_abandoned_task)
+  gc.collect()  # Leaving the except clause freed the traceback that held the failed tasks.
 
 
 @contextlib.contextmanager
 def _reads_that_fail_as_unreadable():
-  """Turns any failure of an orbax read into one `Unreadable` carrying the first line of the cause.
-
-  Orbax reads a checkpoint's arrays in concurrent asyncio tasks; when the files are damaged every task fails and
-  all but the first exception are never retrieved, so asyncio would log each one (tensorstore spec, traceback)
-  when it is collected, some only at exit. They report the damage already reported, so once a read has failed
-  asyncio's "exception was never retrieved" records are dropped for the rest of the process.
-  """
+  """Turns any failure of an orbax read into one `Unreadable` carrying the first line of the cause."""
   try:
     yield
   except Exception as error:  # # Any failure to read is the checkpoint's.
-    lines = str(error).strip().splitlines()
-    reason = f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+    reason = _first_line(error)
   else:
     return
-  asyncio_log = logging.getLogger("asyncio")
-  if _abandoned_read not in asyncio_log.filters:
-    asyncio_log.addFilter(_abandoned_read)
-  gc.collect()  # Leaving the except clause freed the traceback that held the failed tasks.
+  _quiet_abandoned_tasks()
   raise Unreadable(reason)
 
 
@@ -87,10 +100,38 @@ class Checkpoints:
     return target
 
   def save(self, epoch: int, state: Any, meta: dict) -> None:
-    self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    self._manager.wait_until_finished()
-    if jax.process_index() == 0:
-      _write_manifest(self.directory / str(epoch))
+    """Saves `epoch` (whole or not at all: orbax writes a temporary folder and renames it). A failure (a full
+    disk) removes the partial folder and raises Unwritable, which names the checkpoints that are kept. A disk
+    without room for it is found before anything is written: orbax's failure path leaves its threads printing
+    tracebacks after the fact."""
+    needed = int(1.1 * sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state))) + (1 << 20)
+    free = shutil.disk_usage(self.directory).free
+    if free < needed:
+      self._unwritable(epoch, f"the disk is full: {free >> 20} MiB free, the checkpoint needs about {needed >> 20} MiB")
+    try:
+      args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+      self._manager.save(epoch, args=args)
+      self._manager.wait_until_finished()
+      if jax.process_index() == 0:
+        _write_manifest(self.directory / str(epoch))
+    except Exception as error:  # Whatever orbax or the disk raised: the run cannot go on, and must say so once.
+      known = isinstance(error, OSError) and error.errno in files.OS_PROBLEMS
+      reason = files.describe_os_error(error) if known else _first_line(error)
+    else:
+      return
+    _quiet_abandoned_tasks()
+    for partial in self.directory.glob(f"{epoch}.orbax-checkpoint-tmp*"):
+      shutil.rmtree(partial, ignore_errors=True)
+    self._unwritable(epoch, reason)
+
+  def _unwritable(self, epoch: int, reason: str):
+    kept = [e for e in self.epochs_newest_first() if e != epoch]
+    then = f"it resumes after epoch {kept[0]}" if kept else "it starts again from epoch 0"
+    intact = f"the checkpoints of epochs {', '.join(map(str, kept))} are intact" if kept else "none was saved before"
+    raise Unwritable(
+      f"the checkpoint of epoch {epoch} could not be written into {self.directory} ({reason}); nothing of it is "
+      f"kept, {intact}. Make room and rerun the same command: {then}"
+    )
 
   def restore(self, epoch: int, abstract_state: Any) -> tuple[Any, dict]:
     """The state of `epoch`, laid out like `abstract_state` (shapes, dtypes, shardings)."""

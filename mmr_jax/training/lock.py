@@ -1,5 +1,6 @@
-"""One run per workdir: an flock'd WORKDIR/.lock, released by the OS when the process ends however it ends (a
-SIGKILLed run leaves no stale lock). The holder's pid and host are written into the file for the message."""
+"""One run per workdir (and one prediction per --out folder): an flock'd WORKDIR/.lock, released by the OS when
+the process ends however it ends (a SIGKILLed run leaves no stale lock). The holder's pid and host are written into
+the file for the message."""
 
 import fcntl
 import os
@@ -17,8 +18,9 @@ class WorkdirLocked(errors.RunError):
 class WorkdirLock:
   """Held from `acquire()` until `release()` or the end of the process."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir: pathlib.Path, flag: str = "--workdir"):
     self.path = pathlib.Path(workdir) / files.LOCK
+    self.flag = flag  # How the user named the folder, for the message.
     self._file = None
 
   def acquire(self) -> "WorkdirLock":
@@ -31,7 +33,7 @@ class WorkdirLock:
       holder = handle.read().strip() or "another process"
       handle.close()
       raise WorkdirLocked(
-        f"{self.path.parent} is in use by {holder}: wait for that run to end (or stop it), or use another --workdir"
+        f"{self.path.parent} is in use by {holder}: wait for it to end (or stop it), or use another {self.flag}"
       ) from None
     handle.seek(0)
     handle.truncate()

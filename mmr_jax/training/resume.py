@@ -82,13 +82,13 @@ def check_resumable(meta: dict, config: ml_collections.ConfigDict, epoch: int) -
   if config.num_epochs < epoch + 1:
     blocking.append("num_epochs")
   if blocking:
-    lines = "\n".join(
-      f"  {key}: {old.get(key, '(absent)')!r} in the checkpoint, {new.get(key, '(absent)')!r} now" for key in blocking
+    keys = "; ".join(
+      f"{key} {old.get(key, '(absent)')!r} in the checkpoint, {new.get(key, '(absent)')!r} now" for key in blocking
     )
     raise errors.RunError(
-      f"the checkpoint of epoch {epoch} was trained with another config ({len(blocking)} "
-      f"key(s) differ in what they train; num_epochs may only grow):\n{lines}\nRerun with the "
-      f"checkpoint's config (config.json in the workdir), or train into another --workdir."
+      f"the checkpoint of epoch {epoch} was trained with another config ({len(blocking)} key(s) differ in what "
+      f"they train, and num_epochs may only grow: {keys}). Rerun with the checkpoint's config (config.json in the "
+      f"workdir), or train into another --workdir"
     )
   if differing:
     logging.warning(
@@ -133,13 +133,34 @@ def _set_aside(checkpoints: checkpoint.Checkpoints, epoch: int, error: checkpoin
   )
 
 
+def _parses(path: pathlib.Path) -> bool:
+  try:
+    json.loads(path.read_text())
+    return True
+  except (OSError, ValueError):
+    return False
+
+
+def outputs_complete(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> bool:
+  """Whether every file the end of a run writes exists and parses: calibration.json (when images are held out),
+  each seed's results.json, results.md and report.html. A run stopped among them (a kill, a full disk, a crash in
+  the report) is not finished: its rerun writes them again from the last checkpoint, without training."""
+  seeds = config_lib.seeds_of(config)
+  parsed = [files.seed_results(workdir, seed, len(seeds)) for seed in seeds] + [workdir / files.RESULTS]
+  if config.data.calibration_fraction > 0:
+    parsed.append(workdir / files.CALIBRATION)
+  present = [workdir / files.RESULTS_TABLE, workdir / files.REPORT]
+  return all(_parses(path) for path in parsed) and all(path.is_file() for path in present)
+
+
 def finished_results(
   checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDict, workdir: pathlib.Path
 ) -> dict | None:
-  """results.json's content when the workdir already holds this run, finished and evaluated; else None."""
+  """results.json's content when the workdir already holds this run, trained, evaluated and reported (every output
+  there and whole); else None."""
   latest = checkpoints.latest_epoch()
   results = workdir / files.RESULTS
-  if latest is None or latest != config.num_epochs - 1 or not results.exists():
+  if latest is None or latest != config.num_epochs - 1 or not outputs_complete(config, workdir):
     return None
   try:
     meta = checkpoints.read_meta(latest)

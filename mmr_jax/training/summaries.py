@@ -17,8 +17,9 @@ from mmr_jax import errors
 from mmr_jax import files
 
 
-def _records_up_to(path: pathlib.Path, last_step: int) -> list[str]:
-  """The lines of `path` with step ≤ last_step. A torn last line is dropped; a bad line elsewhere is an error."""
+def _records_up_to(path: pathlib.Path, last_step: int, drop_evaluation: bool = False) -> list[str]:
+  """The lines of `path` with step ≤ last_step (with `drop_evaluation`, less the evaluation's at last_step, which
+  is about to be redone). A torn last line is dropped; a bad line elsewhere is an error."""
   lines = [line for line in path.read_text().splitlines() if line.strip()]
   kept = []
   for number, line in enumerate(lines, start=1):
@@ -32,7 +33,7 @@ def _records_up_to(path: pathlib.Path, last_step: int) -> list[str]:
         f"{path}, line {number}, is not a metrics record: {line[:80]!r}; move the file aside "
         f"to resume (the checkpoints are intact)"
       ) from None
-    if step <= last_step:
+    if step < last_step or (step == last_step and not (drop_evaluation and '"eval/' in line)):
       kept.append(line)
   return kept
 
@@ -41,14 +42,16 @@ class MetricWriter:
   """Appends records to metrics.jsonl and TensorBoard; with enabled=False (every host but the first of a
   multi-host run, which share the workdir) it writes nothing."""
 
-  def __init__(self, workdir: pathlib.Path, resume_after_step: int = 0, enabled: bool = True):
+  def __init__(
+    self, workdir: pathlib.Path, resume_after_step: int = 0, enabled: bool = True, drop_evaluation: bool = False
+  ):
     self.path = workdir / files.METRICS
     self.enabled = enabled
     if not enabled:
       return
     if self.path.exists():
-      kept = _records_up_to(self.path, resume_after_step)
-      self.path.write_text("".join(line + "\n" for line in kept))
+      kept = _records_up_to(self.path, resume_after_step, drop_evaluation)
+      files.write_atomic(self.path, "".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
     self._tensorboard = tensorboardX.SummaryWriter(str(workdir / files.TENSORBOARD))
 

@@ -24,6 +24,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from mmr_jax import files
 from mmr_jax.weights import catalog
 from mmr_jax.weights import loading
 from mmr_jax.weights import names
@@ -212,13 +213,19 @@ def fetch(
   if destination.is_file():
     return destination
   raw = package_file(entry) if entry.package else source_path(entry, folder)
-  if raw.is_file():
-    log(f"using {raw}")
-    check = verify_file(raw, entry)
-  else:
-    raw, check = download(entry, folder, timeout, log)
-  log(check)
-  convert(entry, raw, destination, check)
+  try:
+    if raw.is_file():
+      log(f"using {raw}")
+      check = verify_file(raw, entry)
+    else:
+      raw, check = download(entry, folder, timeout, log)
+    log(check)
+    convert(entry, raw, destination, check)
+  except OSError as error:
+    raise WeightsError(
+      f"cannot keep the converted {entry.name} weights in the cache {folder} ({files.describe_os_error(error)}): "
+      f"set ${CACHE_ENV} to a writable folder (or pass --cache_dir to fetch_weights)"
+    ) from None
   log(f"converted {entry.name} → {destination}")
   return destination
 
