@@ -147,10 +147,16 @@ class Report:
   def _scores_section(self, view: _View, directory: pathlib.Path, first: str) -> list[str]:
     suffix = "_adapted" if view.title else ""
     plots = {
-      f"domains{suffix}.png": figures.domains_side_by_side(view.scores, view.thresholds, view.title),
-      f"score_distributions{suffix}.png": figures.score_distributions(view.scores),
+      f"domains{suffix}.png": (
+        figures.domains_side_by_side(view.scores, view.thresholds, view.title),
+        f"image scores per domain{view.title}",
+      ),
+      f"score_distributions{suffix}.png": (
+        figures.score_distributions(view.scores),
+        f"score distributions and ROC curves per subset{view.title}",
+      ),
     }
-    for name, png in plots.items():
+    for name, (png, _) in plots.items():
       files.write_atomic(directory / files.FIGURES / name, png)
     what = (
       "dashed: each subset's threshold from its own shots"
@@ -160,7 +166,7 @@ class Report:
     return [
       f"<h2>Image scores per domain{html.escape(view.title)}{first}</h2>",
       f"<p>{what}.</p>" if view.thresholds else "",
-      *(image_tag(png, name) for name, png in plots.items()),
+      *(image_tag(png, alt) for png, alt in plots.values()),
     ]
 
   def _heatmaps_section(self, view: _View, directory: pathlib.Path, first: str) -> list[str]:
@@ -168,7 +174,8 @@ class Report:
     sections = [
       f"<h2>Heatmaps{html.escape(view.title)}{first}</h2><p>Per subset, a few images of each kind: the "
       f"highest-scoring normal images (false-positive candidates), the lowest-scoring of each defect type (the "
-      f"misses) and typical ones. One colour scale for these maps: {vmin:.3f} (blue) to {vmax:.3f} (red).</p>"
+      f"misses) and typical ones. One colour scale for the whole run{view.title and ', adapted'}: {vmin:.3f} (blue) "
+      f"to {vmax:.3f} (red).</p>"
     ]
     for subset in view.scores:
       chosen = [o for o in view.overlays if o.subset == subset]

@@ -39,6 +39,19 @@ def compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def calibrated_run(data_root, tmp_path_factory):
+  """(config, workdir) of a tiny run trained for one epoch with held-out normals, shared by the tests of what a
+  trained workdir serves (test_inference) and of what must leave it untouched (test_probes)."""
+  from mmr_jax import experiment
+  from tests import test_training
+
+  config = test_training.tiny_config(data_root, **test_training.CALIBRATED)
+  workdir = tmp_path_factory.mktemp("calibrated_run")
+  experiment.train(config, workdir)
+  return config, workdir
+
+
+@pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
   """The generated AeBAD-like dataset at its tiny size (64×72 px, 8 training images), shared by the training and
   inference tests."""

@@ -25,22 +25,18 @@ from mmr_jax import inference
 from mmr_jax import metrics
 from mmr_jax.data import images
 from mmr_jax.data import sources
-from tests import test_training
 
 REPO = pathlib.Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
-def config(data_root):
-  # A quarter of the 8 training images held out: 2 calibration images, 6 trained on (one full batch).
-  return test_training.tiny_config(data_root, **{"data.calibration_fraction": 0.25, "num_epochs": 1})
+def config(calibrated_run):
+  return calibrated_run[0]
 
 
 @pytest.fixture(scope="module")
-def workdir(config, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("calibrated_run")
-  experiment.train(config, workdir)
-  return workdir
+def workdir(calibrated_run):
+  return calibrated_run[1]
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,7 @@ from mmr_jax.data import images
 from mmr_jax.training import lock
 from tests import test_training
 
-# The tiny configuration of test_inference (its compiled programs are in the session's cache).
-TRAINED = {"data.calibration_fraction": 0.25, "num_epochs": 1}
+TRAINED = test_training.CALIBRATED  # The session's calibrated run (tests/conftest.py).
 
 
 def flags_of(data_root, **overrides) -> list[str]:
@@ -43,10 +42,8 @@ def flags_of(data_root, **overrides) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("probed_run")
-  experiment.train(test_training.tiny_config(data_root, **TRAINED), workdir)
-  return workdir
+def trained(calibrated_run):
+  return calibrated_run[1]
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, str]:
