@@ -27,7 +27,7 @@ HIGHEST = jax.lax.Precision.HIGHEST
 EPS = 1e-8  # As the cosine distance of Eq. 1 and 2 (objectives.cosine_distance).
 # Memory entries compared at once: bounds the (images × positions × entries) distance block of one step.
 CHUNK = 512
-ZERO_OWNER, PADDING_OWNER, NO_SHOT = -1, -2, -3
+ZERO_OWNER, PADDING_OWNER = -1, -2
 
 
 class Memory(NamedTuple):
@@ -62,23 +62,24 @@ def build_memory(teacher: Sequence[jax.Array], student: Sequence[jax.Array]) -> 
 
 def nearest_distance(d: jax.Array, memory: Memory, exclude: jax.Array | None = None) -> jax.Array:
   """min over the memory of |d − m|²/2 at every position of d (B, h, w, C) → (B, h, w). `exclude` (B,): per image,
-  the shot whose entries are left out (its own, for leave-one-out scores; NO_SHOT leaves none out)."""
+  the shot whose entries are left out (its own, for leave-one-out scores)."""
   b, h, w, c = d.shape
   queries = d.reshape(b, h * w, c)
-  query_norms = jnp.sum(queries * queries, axis=-1)
-  exclude = jnp.full((b,), NO_SHOT, jnp.int32) if exclude is None else exclude
+  # |d − m|² = |d|² + (|m|² − 2 d·m): the minimum is taken over the bracket, |d|² added once at the end. Padding
+  # rows get |m|² = ∞ and never win.
+  norms = jnp.where(memory.owners == PADDING_OWNER, jnp.inf, jnp.sum(memory.entries * memory.entries, axis=-1))
 
   def step(best, chunk):
-    entries, owners = chunk
-    products = jnp.einsum("bqc,mc->bqm", queries, entries, precision=HIGHEST)
-    distances = query_norms[..., None] + jnp.sum(entries * entries, axis=-1) - 2.0 * products
-    left_out = (owners[None, :] == exclude[:, None]) | (owners == PADDING_OWNER)[None, :]
-    distances = jnp.where(left_out[:, None, :], jnp.inf, distances)
-    return jnp.minimum(best, jnp.min(distances, axis=-1)), None
+    entries, entry_norms, owners = chunk
+    partial = entry_norms - 2.0 * jnp.einsum("bqc,mc->bqm", queries, entries, precision=HIGHEST)
+    if exclude is not None:
+      partial = jnp.where((owners[None, :] == exclude[:, None])[:, None, :], jnp.inf, partial)
+    return jnp.minimum(best, jnp.min(partial, axis=-1)), None
 
-  chunks = (memory.entries.reshape(-1, CHUNK, c), memory.owners.reshape(-1, CHUNK))
+  chunks = (memory.entries.reshape(-1, CHUNK, c), norms.reshape(-1, CHUNK), memory.owners.reshape(-1, CHUNK))
   best, _ = jax.lax.scan(step, jnp.full((b, h * w), jnp.inf), chunks)
-  return (0.5 * jnp.maximum(best, 0.0)).reshape(b, h, w)  # The expansion can go a rounding below 0.
+  distance = jnp.sum(queries * queries, axis=-1) + best
+  return (0.5 * jnp.maximum(distance, 0.0)).reshape(b, h, w)  # The expansion can go a rounding below 0.
 
 
 def adapted_distances(

@@ -92,8 +92,8 @@ def maps_and_scores(
 
 
 class Scorer:
-  """The teacher (its weights loaded on first use), the student architecture and the two compiled scoring programs
-  of a config, on a mesh. Parameters are passed to each call with a leading seed axis K."""
+  """The teacher (its weights loaded on first use), the student architecture and the compiled programs that score
+  (as trained, and adapted) and adapt, for a config on a mesh. Parameters are passed with a leading seed axis K."""
 
   def __init__(
     self,
