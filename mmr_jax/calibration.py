@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mmr_jax import errors
 from mmr_jax import files
 
 
@@ -117,8 +118,14 @@ def read(directory: pathlib.Path, seed: int, fpr: float | None = None) -> Calibr
   path = pathlib.Path(directory) / files.CALIBRATION
   if not path.exists():
     return None
-  record = json.loads(path.read_text())
+  try:
+    record = json.loads(path.read_text())
+  except ValueError as error:
+    raise errors.RunError(
+      f"{path} is not the JSON a run writes ({error}): rerun `python train.py` with the run's config and "
+      f"--workdir, which scores the held-out images again"
+    ) from None
   if str(seed) not in record["seeds"]:
-    raise ValueError(f"{path} calibrates seeds {', '.join(record['seeds'])}, not seed {seed}")
+    raise errors.RunError(f"{path} calibrates seeds {', '.join(record['seeds'])}, not seed {seed}")
   scores = np.sort(np.asarray(record["seeds"][str(seed)], np.float64))
   return Calibration(scores, record["fpr"] if fpr is None else fpr, record["fraction"])

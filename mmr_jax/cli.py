@@ -132,6 +132,9 @@ def run(argv: list[str]) -> int:
       raise
     print(f"error: {error}", file=sys.stderr)
     return error.exit_code
+  except KeyboardInterrupt:  # Ctrl-C: what was saved (checkpoints, whole files) is kept, as after any stop.
+    print("\ninterrupted: rerun the same command to go on from what is saved", file=sys.stderr)
+    return 130
   except OSError as error:
     if error.errno not in files.OS_PROBLEMS or verbose:
       raise
@@ -155,8 +158,8 @@ def _run(argv: list[str]) -> int:
     positional = values(argv)[1:]
   except flags.Error as error:
     raise UsageError(f"{error} (python -m mmr_jax {name} --help lists the flags)") from None
-  except (KeyError, AttributeError):  # ml_collections' way of saying that a --config.KEY does not exist.
-    raise _unknown_config_keys(rest) from None
+  except Exception as error:  # A --config.KEY the config lacks, or the config file's own failure (it is code).
+    raise _config_error(rest, error) from None
   if positional and not command.POSITIONAL:
     raise UsageError(f"unexpected arguments {' '.join(positional)!r}; flags take the form --name=value")
   flags.FLAGS.mark_as_parsed()  # absl's logging asks whether the global flags are parsed; ours are our own.
@@ -175,8 +178,10 @@ def _run(argv: list[str]) -> int:
   return 0 if status is None else int(status)
 
 
-def _unknown_config_keys(arguments: list[str]) -> errors.UserError:
-  """The error for --config.KEY=VALUE arguments whose KEY the config file lacks, each with the closest keys."""
+def _config_error(arguments: list[str], error: Exception) -> errors.UserError:
+  """The one-line error for a command line whose config does not load: the config file's own failure (a syntax
+  error with its line, an exception of its get_config), or --config.KEY=VALUE arguments whose KEY the config lacks,
+  each with the closest keys."""
   from ml_collections import config_flags
 
   from mmr_jax import config as config_lib
@@ -184,8 +189,15 @@ def _unknown_config_keys(arguments: list[str]) -> errors.UserError:
   files_only = ["prog", *(a for a in arguments if a.startswith("--config="))]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=files_only)
-  values(files_only)
-  known = config_lib.flat_keys(values.config) if values.config is not None else []
+  try:
+    values(files_only)
+    known = config_lib.flat_keys(values.config) if values.config is not None else []
+  except Exception as failure:  # The file itself.
+    where = f" ({failure.filename}, line {failure.lineno})" if isinstance(failure, SyntaxError) else ""
+    text = " ".join(str(getattr(failure, "msg", None) or failure).split())
+    return config_lib.ConfigError(f"--config cannot be loaded: {type(failure).__name__}: {text}{where}")
+  if not isinstance(error, (KeyError, AttributeError)):
+    return config_lib.ConfigError(f"--config cannot be loaded: {type(error).__name__}: {' '.join(str(error).split())}")
   given = [a[len("--config.") :].split("=", 1)[0] for a in arguments if a.startswith("--config.")]
   unknown = [key for key in given if key not in known] or given
   hints = []
@@ -201,9 +213,16 @@ def _config(values: flags.FlagValues):
   """The validated --config; the embedded dataset generated when the config asks for it."""
   from mmr_jax import config as config_lib
 
-  if values.config is None:
+  try:
+    loaded = values.config
+    if loaded is not None:
+      loaded.keys()  # ml_collections defers a config file's failure to load until the config is first read.
+  except Exception as error:  # Whatever the file raised (missing, a syntax error, its own check): one line.
+    cause = " ".join(str(error.__cause__ or error).split())
+    raise config_lib.ConfigError(f"--config cannot be loaded: {cause}") from None
+  if loaded is None:
     raise errors.UserError("--config is required: a config file such as --config=configs/synthetic.py")
-  config = config_lib.validate(values.config)  # Before TensorFlow is imported or anything is built.
+  config = config_lib.validate(loaded)  # Before TensorFlow is imported or anything is built.
   if config.data.synthetic:
     from mmr_jax.data import synthetic
 

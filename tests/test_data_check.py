@@ -155,3 +155,25 @@ def test_files_only_the_published_code_reads_are_named(tmp_path):
   assert "note: 1 files have no image extension" in report and "bottle/train/good/notes.txt" in report
   assert "the images match the published code's (bottle/train/<type>/*)" in report
   assert "the files match the published code's (bottle/test/<type>/*)" in report
+
+
+def test_images_that_cannot_be_what_the_user_meant_are_named(tmp_path):
+  """An EXIF-turned photo (decoded as a viewer shows it), transparent pixels (dropped), an image smaller than one
+  patch: each decodes, and the check names it."""
+  root = fx.make_aebad_s(tmp_path)
+  train = root / "AeBAD_S/train/good"
+  exif = Image.Exif()
+  exif[images.EXIF_ORIENTATION] = 8
+  Image.open(train / "sub1/001.png").convert("RGB").save(train / "sub1/turned.jpg", exif=exif)
+  rgba = np.zeros((32, 32, 4), np.uint8)
+  rgba[..., 3] = 255
+  rgba[:8, :8, 3] = 0  # A transparent corner.
+  Image.fromarray(rgba).save(train / "sub2/cutout.png")
+  Image.fromarray(np.full((10, 12, 3), 128, np.uint8)).save(train / "sub2/thumbnail.png")
+  usable, report = _run(fx.config_for("aebad_s", root))
+  assert usable, report
+  assert "note: 1 files carry an EXIF orientation (e.g. AeBAD_S/train/good/sub1/turned.jpg (orientation 8))" in report
+  assert "note: 1 images have transparent pixels (e.g. AeBAD_S/train/good/sub2/cutout.png)" in report
+  assert (
+    "note: 1 images are smaller than one 16-pixel patch (e.g. AeBAD_S/train/good/sub2/thumbnail.png (12x10))" in report
+  )

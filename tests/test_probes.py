@@ -205,6 +205,35 @@ PROBES = [
     2,
     r"--adapt=.*: 0 image files",
   ),
+  Probe(
+    "a config file that does not exist",
+    lambda root, w, t: ["train", "--config=configs/nonexistent.py", f"--workdir={t / 'w'}"],
+    2,
+    r"--config cannot be loaded: .*No such file or directory: 'configs/nonexistent\.py'",
+  ),
+  Probe(
+    "a config file that is not Python",
+    lambda root, w, t: ["train", f"--config={written(t / 'broken.py', 'def get_config(:')}", f"--workdir={t / 'w'}"],
+    2,
+    r"--config cannot be loaded: SyntaxError: invalid syntax \(.*broken\.py, line 1\)",
+  ),
+  Probe(
+    "a workdir whose config.json was cut short",
+    lambda root, w, t: ["predict", f"--workdir={torn(w, t, files.CONFIG)}", f"--images={root}", f"--out={t / 'p'}"],
+    6,
+    r"config\.json is not the JSON a run writes",
+  ),
+  Probe(
+    "a workdir whose calibration.json was cut short",
+    lambda root, w, t: [
+      "predict",
+      f"--workdir={torn(w, t, files.CALIBRATION)}",
+      f"--images={root}",
+      f"--out={t / 'p'}",
+    ],
+    6,
+    r"calibration\.json is not the JSON a run writes",
+  ),
   Probe("an unknown command", lambda root, w, t: ["trian"], 2, r"unknown command 'trian'"),
   Probe(
     "a flag of another command",
@@ -213,6 +242,20 @@ PROBES = [
     r"Unknown command line flag 'config'",
   ),
 ]
+
+
+def written(path: pathlib.Path, text: str) -> pathlib.Path:
+  path.write_text(text)
+  return path
+
+
+def torn(workdir: pathlib.Path, tmp_path: pathlib.Path, name: str) -> pathlib.Path:
+  """A copy of the workdir with its file `name` cut to half."""
+  copy = tmp_path / "torn"
+  shutil.copytree(workdir, copy)
+  text = (copy / name).read_text()
+  (copy / name).write_text(text[: len(text) // 2])
+  return copy
 
 
 def without_checkpoints(workdir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:

@@ -220,7 +220,13 @@ def read_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
       f"writes {files.CONFIG} there; for MVTec AD, WORKDIR/<class>)"
     )
   as_tuples = lambda value: tuple(value) if isinstance(value, list) else value
-  tree = json.loads(path.read_text(), object_hook=lambda d: {k: as_tuples(v) for k, v in d.items()})
+  try:
+    tree = json.loads(path.read_text(), object_hook=lambda d: {k: as_tuples(v) for k, v in d.items()})
+  except ValueError as error:
+    raise errors.RunError(
+      f"{path} is not the JSON a run writes ({error}); it was changed by hand or cut short: restore it from "
+      f"the checkpoint's record by rerunning `python train.py` with the run's config and --workdir"
+    ) from None
   config = ml_collections.ConfigDict(tree)
   for key, value in ADDED_KEYS.items():
     section, leaf = key.split(".")
