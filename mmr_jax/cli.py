@@ -159,6 +159,8 @@ def _run(argv: list[str]) -> int:
   except flags.Error as error:
     raise UsageError(f"{error} (python -m mmr_jax {name} --help lists the flags)") from None
   except Exception as error:  # A --config.KEY the config lacks, or the config file's own failure (it is code).
+    if not command.CONFIG:
+      raise
     raise _config_error(rest, error) from None
   if positional and not command.POSITIONAL:
     raise UsageError(f"unexpected arguments {' '.join(positional)!r}; flags take the form --name=value")
