@@ -25,6 +25,7 @@ from mmr_jax import reports
 from mmr_jax import scoring
 from mmr_jax.data import layouts
 from mmr_jax.data import pipeline
+from mmr_jax.training import sharding
 
 
 def describe(config: ml_collections.ConfigDict) -> str:
@@ -76,7 +77,7 @@ def adapted_subset(
   adaptation = scorer.adapt(params, pipeline.test_images(config, subset, shots))
   adapted = predict_subset(config, scorer, params, subset, adaptation).take(rest)
   fpr = config.eval.threshold_fpr
-  thresholds = [calibration.from_shots(row, fpr) for row in np.asarray(jax.device_get(adaptation.shot_scores))]
+  thresholds = [calibration.from_shots(row, fpr) for row in sharding.to_host(adaptation.shot_scores)]
   return predictions.take(rest), adapted, thresholds
 
 

@@ -39,6 +39,7 @@ from mmr_jax.data import layouts
 from mmr_jax.data import preprocess
 from mmr_jax.training import lock
 from mmr_jax.training import resume
+from mmr_jax.training import sharding
 
 SCORE_COLUMNS = ("file", "score", "normalised_score", "decision")
 # What predict.py and the export can do instead when the workdir has no checkpoint (resume.no_checkpoint).
@@ -76,15 +77,14 @@ class TrainedModel:
     self.fpr = self.config.eval.threshold_fpr if fpr is None else fpr
     self._key = jax.random.key(self.seed)
 
-  def adapt(self, normal_images: Sequence[np.ndarray]) -> TrainedModel:
-    """This model adapted to the domain of `normal_images` (decoded uint8 RGB of any size, or already preprocessed;
-    normal parts only: a defect among them teaches the model that defect): its maps score what those images show
-    to be normal as normal (mmr_jax/adaptation.py), and its threshold is set from them by the calibration's rule
-    (calibration.from_shots). Nothing is trained; this model is left as it is."""
+  def adapt(self, normal_images: Sequence[np.ndarray], preprocessed: bool = False) -> TrainedModel:
+    """This model adapted to the domain of `normal_images` (decoded uint8 RGB of any size; `preprocessed`: already
+    through `preprocess`), normal parts only: a defect among them teaches the model that defect. Its maps score
+    what those images show to be normal as normal (mmr_jax/adaptation.py), and its threshold is set from them by
+    the calibration's rule (calibration.from_shots). Nothing is trained; this model is left as it is."""
     if len(normal_images) < 1:
       raise errors.UserError("adaptation needs at least one normal image of the new domain")
-    size = (self.image_size, self.image_size, 3)
-    shots = np.stack([image if image.shape == size else self.preprocess(image) for image in normal_images])
+    shots = np.stack(list(normal_images) if preprocessed else [self.preprocess(image) for image in normal_images])
     return self.with_adaptation(self.scorer.adapt(self.params, shots))
 
   def with_adaptation(self, adaptation: scoring.Adaptation) -> TrainedModel:
@@ -92,7 +92,7 @@ class TrainedModel:
     adapted = copy.copy(self)
     adapted.adaptation = adaptation
     adapted.adaptation_id = hashlib.sha256(_adaptation_arrays(adaptation)).hexdigest()[:16]
-    adapted.calibration = calibration.from_shots(np.asarray(jax.device_get(adaptation.shot_scores))[0], self.fpr)
+    adapted.calibration = calibration.from_shots(sharding.to_host(adaptation.shot_scores)[0], self.fpr)
     return adapted
 
   @property
@@ -156,7 +156,7 @@ def adapt_from_files(
       f"--adapt={pattern}: none of its {len(image_files)} image files decodes ({'; '.join(skipped[:3])}); give "
       f"normal images of the new domain"
     )
-  adapted = model.adapt([item.image for item in shots])
+  adapted = model.adapt([item.image for item in shots], preprocessed=True)
   line = f"adapted to {len(shots)} normal images of {pattern}" + (
     f"; skipped {len(skipped)} that do not decode" if skipped else ""
   )
@@ -172,6 +172,7 @@ def adapt_from_files(
 
 def _adaptation_arrays(adaptation: scoring.Adaptation) -> bytes:
   """An adaptation as the bytes of an .npz: per scale s, memory_s_entries and memory_s_owners; shot_scores."""
+  adaptation = sharding.to_host(adaptation)
   arrays = {"shot_scores": np.asarray(adaptation.shot_scores)}
   for s, memory in enumerate(adaptation.memories):
     arrays[f"memory_{s}_entries"] = np.asarray(memory.entries)

@@ -239,14 +239,20 @@ def test_predict_on_the_command_line_writes_the_top_heatmaps_and_refuses_bad_inp
 # Adaptation to a new domain (mmr_jax/adaptation.py), on the same trained model: shots from its training images.
 
 
+def shot_files(data_root) -> list[str]:
+  return [str(f) for f in sorted((data_root / "AeBAD_S" / "train" / "good").rglob("*.png"))[:3]]
+
+
 @pytest.fixture(scope="module")
 def shots(data_root, model):
-  files = sorted((data_root / "AeBAD_S" / "train" / "good").rglob("*.png"))[:3]
-  return np.stack([model.preprocess(images.decode_rgb(str(f))) for f in files])
+  return np.stack([model.preprocess(images.decode_rgb(f)) for f in shot_files(data_root)])
 
 
-def test_adaptation_is_deterministic_and_leaves_the_model_as_it_was(model, shots, batch):
-  first, again = model.adapt(list(shots)), model.adapt(list(shots))
+def test_adaptation_is_deterministic_and_leaves_the_model_as_it_was(model, shots, batch, data_root):
+  first, again = (
+    model.adapt(list(shots), preprocessed=True),
+    model.adapt([images.decode_rgb(f) for f in shot_files(data_root)]),
+  )
   assert model.adaptation is None and first.adaptation is not None and first.adaptation_id == again.adaptation_id
   np.testing.assert_array_equal(np.asarray(first.adaptation.shot_scores), np.asarray(again.adaptation.shot_scores))
   np.testing.assert_array_equal(first.score(batch)[1], again.score(batch)[1])
@@ -258,7 +264,7 @@ def test_adaptation_is_deterministic_and_leaves_the_model_as_it_was(model, shots
 def test_the_adapted_map_is_never_above_mmrs_and_zero_on_what_the_shots_show(model, shots, batch):
   """The memory holds the zero vector (MMR's own normal): every adapted distance is ≤ 1 − cos, so the maps are too;
   a shot's own discrepancies are in the memory, so the shot itself scores 0."""
-  adapted = model.adapt(list(shots))
+  adapted = model.adapt(list(shots), preprocessed=True)
   maps, scores = model.score(batch)
   adapted_maps, adapted_scores = adapted.score(batch)
   assert np.all(adapted_maps <= maps + 1e-5) and np.all(adapted_scores < scores)
@@ -267,9 +273,9 @@ def test_the_adapted_map_is_never_above_mmrs_and_zero_on_what_the_shots_show(mod
 
 def test_a_shots_score_is_its_score_against_the_others(model, shots):
   """Leave one out: shot j's recorded score is what the adaptation to the other shots gives it."""
-  scores = np.asarray(model.adapt(list(shots)).adaptation.shot_scores[0])
+  scores = np.asarray(model.adapt(list(shots), preprocessed=True).adaptation.shot_scores[0])
   for j in range(len(shots)):
-    others = model.adapt([shot for i, shot in enumerate(shots) if i != j])
+    others = model.adapt([shot for i, shot in enumerate(shots) if i != j], preprocessed=True)
     np.testing.assert_allclose(others.score(shots[j : j + 1])[1][0], scores[j], rtol=1e-5)
 
 
