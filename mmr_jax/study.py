@@ -141,9 +141,7 @@ def point_config(base: ml_collections.ConfigDict, point: Point) -> ml_collection
         raise StudyError(f"--grid: the config has no key {key}")
       node = node[parent]
     if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
-      raise StudyError(
-        f"--grid: the config has no key {key}" + (f" (named sizes: {SIZES_KEY}=Ti,S,B)" if key == "model.vit" else "")
-      )
+      raise StudyError(f"--grid: the config has no key {key}")
     node[leaf] = _parse_like(node[leaf], text, key)
   varied = {key for key, _ in point.values}
   if "data.image_size" in varied and "data.resize_size" not in varied:
