@@ -150,9 +150,7 @@ class Scorer:
 
   def abstract_teacher_params(self) -> Any:
     """The teacher's parameter shapes and dtypes, computed by nothing: what lowering needs instead of weights."""
-    size = self.config.data.image_size
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    return jax.eval_shape(lambda key: self.teacher.init(key, dummy)["params"], jax.random.key(0))
+    return init.teacher_shapes(self.config, self.teacher)
 
   def seed_keys(self) -> tuple[jax.Array, jax.Array]:
     """Seed s: key(s) → (student init key, training key), stacked over the config's seeds; the same in a K-seed
@@ -168,9 +166,7 @@ class Scorer:
   def abstract_params(self) -> Any:
     """The K students' parameter shapes, dtypes and shardings, computed by nothing (jax.eval_shape): what a
     restore fills."""
-    size = self.config.data.image_size
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    shapes = jax.eval_shape(jax.vmap(lambda key: self.student.init(key, dummy)["params"]), self.seed_keys()[0])
+    shapes = init.student_shapes(self.config, self.student, self.seed_keys()[0])
     return sharding.abstract_replicated(shapes, self.mesh)
 
   def _shots(self, params: Any, teacher_params: Any, images: jax.Array) -> Adaptation:

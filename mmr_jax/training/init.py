@@ -17,13 +17,28 @@ from mmr_jax.weights import loading
 RANDOM_TEACHER_SEED = 0
 
 
+def _initialiser(config: ml_collections.ConfigDict, module: nn.Module):
+  """key → `module`'s fresh parameters, at the config's image size."""
+  dummy = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
+  return lambda key: module.init(key, dummy)["params"]
+
+
+def student_shapes(config: ml_collections.ConfigDict, student: nn.Module, keys: jax.Array) -> Any:
+  """The shapes and dtypes of `student_params`' random values for `keys` (leading axis K), computed by nothing."""
+  return jax.eval_shape(jax.vmap(_initialiser(config, student)), keys)
+
+
+def teacher_shapes(config: ml_collections.ConfigDict, teacher: nn.Module) -> Any:
+  """The shapes and dtypes of the teacher's parameters, computed by nothing."""
+  return jax.eval_shape(_initialiser(config, teacher), jax.random.key(RANDOM_TEACHER_SEED))
+
+
 def student_params(config: ml_collections.ConfigDict, student: nn.Module, keys: jax.Array) -> Any:
   """Fresh parameters of `student` (the config's) for K seeds at once (leading axis K, one key each; the same
   values as K one-seed inits). The encoder (MAE checkpoint) or whole student (MMR checkpoint) named by
   `config.init.student` overwrites the random values."""
-  dummy = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
   # One compiled init for all seeds: op-by-op initialisation costs a compilation per operation.
-  params = jax.device_get(jax.jit(jax.vmap(lambda key: student.init(key, dummy)["params"]))(keys))
+  params = jax.device_get(jax.jit(jax.vmap(_initialiser(config, student)))(keys))
   if not config.init.student:
     return params
   state = fetch.resolve(config.init.student)
@@ -60,9 +75,6 @@ def table_grid(table: np.ndarray) -> int:
 
 def teacher_params(config: ml_collections.ConfigDict, teacher: nn.Module) -> Any:
   """The frozen `teacher` (the config's): the weights named by `config.init.teacher`, or a fixed random network."""
-  dummy = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
-  init = lambda key: teacher.init(key, dummy)["params"]
   if not config.init.teacher:
-    return jax.device_get(jax.jit(init)(jax.random.key(RANDOM_TEACHER_SEED)))
-  shapes = jax.eval_shape(init, jax.random.key(RANDOM_TEACHER_SEED))
-  return loading.load_teacher(fetch.resolve(config.init.teacher), shapes).params
+    return jax.device_get(jax.jit(_initialiser(config, teacher))(jax.random.key(RANDOM_TEACHER_SEED)))
+  return loading.load_teacher(fetch.resolve(config.init.teacher), teacher_shapes(config, teacher)).params
