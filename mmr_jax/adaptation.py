@@ -13,6 +13,11 @@ What the shots show to be a normal discrepancy (the wood texture's, the turned o
 discrepancy, unlike any in the memory, still does. The rest of Eq. 2 is unchanged (upsampling, sum, Gaussian, max).
 Nothing is trained and nothing random is drawn: the same shots give the same memory and the same scores.
 
+Each shot enters the memory at the four phases of the coarsest feature grid's half cell (`shifted_phases`): a new
+image of the domain places its content anywhere relative to the patch grid, and the features of a stride-16 grid
+change with that placement, so one shot seen at one phase covers its own textures only partly. Shifts by half a
+cell change no content, unlike flips or rotations (a mirrored part can be a defect: MVTec's flipped metal nut).
+
 Pure jnp, for one student (no seed axis): `scoring.Scorer` vmaps it over the seeds and compiles it on the mesh.
 """
 
@@ -28,6 +33,9 @@ EPS = 1e-8  # As the cosine distance of Eq. 1 and 2 (objectives.cosine_distance)
 # Memory entries compared at once: bounds the (images × positions × entries) distance block of one step.
 CHUNK = 512
 ZERO_OWNER, PADDING_OWNER = -1, -2
+# What this module computes, recorded beside a saved adaptation: one saved by another method is not reused.
+METHOD = "discrepancy memory, 4 half-cell phases"
+SHIFTS = ((0, 1), (1, 0), (1, 1))  # (down, right) in half cells: with the shot itself, the four phases.
 
 
 class Memory(NamedTuple):
@@ -45,14 +53,29 @@ def discrepancy(teacher: jax.Array, student: jax.Array) -> jax.Array:
   return unit(t) - unit(s)
 
 
-def build_memory(teacher: Sequence[jax.Array], student: Sequence[jax.Array]) -> tuple[Memory, ...]:
-  """Per scale, the memory of the shots' features (K, h, w, C): the zero vector, then every position of every shot."""
+def shifted_phases(images: jax.Array, coarsest_grid: int) -> jax.Array:
+  """The shots (K, H, W, 3) at the other three phases of the coarsest feature grid's half cell, (3K, H, W, 3):
+  shifted right, down, and both by H / (2 · coarsest_grid) pixels, the edge they uncover filled by reflection."""
+  _, height, width, _ = images.shape
+  step = max(1, height // (2 * coarsest_grid))
+  padded = jnp.pad(images, ((0, 0), (step, 0), (step, 0), (0, 0)), mode="reflect")
+  top_left = [(step * (1 - down), step * (1 - right)) for down, right in SHIFTS]
+  return jnp.concatenate([padded[:, y : y + height, x : x + width] for y, x in top_left])
+
+
+def build_memory(
+  teacher: Sequence[jax.Array], student: Sequence[jax.Array], owners_of_images: jax.Array
+) -> tuple[Memory, ...]:
+  """Per scale, the memory of the shots' features (n, h, w, C): the zero vector, then every position of every image,
+  owned by the shot it shows (`owners_of_images` (n,): its index among the shots)."""
   memories = []
   for t, s in zip(teacher, student):
     d = discrepancy(t, s)
-    k, h, w, c = d.shape
-    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), d.reshape(k * h * w, c)])
-    owners = jnp.concatenate([jnp.full((1,), ZERO_OWNER, jnp.int32), jnp.repeat(jnp.arange(k, dtype=jnp.int32), h * w)])
+    n, h, w, c = d.shape
+    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), d.reshape(n * h * w, c)])
+    owners = jnp.concatenate(
+      [jnp.full((1,), ZERO_OWNER, jnp.int32), jnp.repeat(owners_of_images.astype(jnp.int32), h * w)]
+    )
     pad = -len(entries) % CHUNK
     entries = jnp.pad(entries, ((0, pad), (0, 0)))
     owners = jnp.pad(owners, (0, pad), constant_values=PADDING_OWNER)

@@ -135,13 +135,15 @@ def adapt_from_files(
 ) -> tuple[TrainedModel, str]:
   """(the model adapted to the normal images that `pattern` names (a file, a folder or a glob, as --images), a line
   saying what was done). With OUT, the adaptation is written there (adaptation.npz and adaptation.json, which
-  names the images with their SHA-256) and reused by a later call with the same images; with other images it is
-  computed again, and the line says so. Files that do not decode are skipped and named; none readable is an error."""
+  names the images with their SHA-256, the seed and the method) and reused by a later call with the same images;
+  with other images, or saved by another method, it is computed again, and the line says so. Files that do not
+  decode are skipped and named; none readable is an error."""
   image_files, _ = list_images(pattern, "--adapt")
   digests = {file: _digest(file) for file in image_files}
   record_path = None if out is None else out / files.ADAPTATION_RECORD
   before = json.loads(record_path.read_text()) if record_path is not None and record_path.exists() else None
-  if before is not None and before["seed"] == model.seed and before["images"] == digests:
+  reusable = before is not None and before["images"] == digests
+  if reusable and before["seed"] == model.seed and before.get("method") == adaptation_lib.METHOD:
     with np.load(out / files.ADAPTATION) as arrays:
       adaptation = _adaptation_from_arrays(arrays)
     adapted = model.with_adaptation(adaptation)
@@ -161,10 +163,16 @@ def adapt_from_files(
     f"; skipped {len(skipped)} that do not decode" if skipped else ""
   )
   if out is not None:
-    record = {"seed": model.seed, "images": digests, "shots": [item.file for item in shots], "skipped": skipped}
+    record = {
+      "seed": model.seed,
+      "method": adaptation_lib.METHOD,
+      "images": digests,
+      "shots": [item.file for item in shots],
+      "skipped": skipped,
+    }
     files.write_atomic(out / files.ADAPTATION, _adaptation_arrays(adapted.adaptation))
     files.write_json(record_path, record)
-    line += f" (recomputed: the images differ from those of {record_path})" if before is not None else ""
+    line += f" (recomputed: the images or the method differ from those of {record_path})" if before is not None else ""
   for problem in skipped:
     logging.warning("--adapt: skipped %s", problem)
   return adapted, line

@@ -3,6 +3,8 @@ scores (the same as evaluate's), its resumable outputs, and the exported models 
 SavedModel, TFLite) agreeing with the native function."""
 
 import csv
+import json
+import math
 import os
 import pathlib
 import shutil
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
+from mmr_jax import adaptation
 from mmr_jax import calibration
 from mmr_jax import cli
 from mmr_jax import evaluation
@@ -271,6 +274,24 @@ def test_the_adapted_map_is_never_above_mmrs_and_zero_on_what_the_shots_show(mod
   np.testing.assert_allclose(adapted.score(shots)[1], 0.0, atol=1e-5)
 
 
+def test_the_shots_enter_the_memory_at_the_four_phases_of_the_coarsest_half_cell(model, shots):
+  """Each shot is remembered as given and shifted right, down and both by half the coarsest grid's cell, the edge
+  it uncovers reflected: those shifted images score 0 too, and every shot owns four images' positions."""
+  image = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+  right, down, both = np.split(np.asarray(adaptation.shifted_phases(image, coarsest_grid=2)), 3)  # Half cell: 2 px.
+  np.testing.assert_array_equal(right[:, :, 2:], image[:, :, :-2])
+  np.testing.assert_array_equal(right[:, :, :2], image[:, :, 2:0:-1])
+  np.testing.assert_array_equal(down[:, 2:], image[:, :-2])
+  np.testing.assert_array_equal(both[:, 2:, 2:], image[:, :-2, :-2])
+  adapted = model.adapt(list(shots), preprocessed=True)
+  for memory in adapted.adaptation.memories:
+    owners = np.asarray(memory.owners[0])
+    assert np.sum(owners == adaptation.ZERO_OWNER) == 1
+    assert len({np.sum(owners == k) for k in range(len(shots))}) == 1 and np.sum(owners == 0) % 4 == 0
+  coarsest = math.isqrt(int(np.sum(owners == 0)) // 4)  # The last scale's grid: 4 images of it per shot.
+  np.testing.assert_allclose(adapted.score(np.asarray(adaptation.shifted_phases(shots, coarsest)))[1], 0.0, atol=1e-5)
+
+
 def test_a_shots_score_is_its_score_against_the_others(model, shots):
   """Leave one out: shot j's recorded score is what the adaptation to the other shots gives it."""
   scores = np.asarray(model.adapt(list(shots), preprocessed=True).adaptation.shot_scores[0])
@@ -322,6 +343,12 @@ def test_evaluate_predict_and_export_agree_on_the_adapted_scores(config, workdir
   assert adapted_model.calibration.threshold == thresholds[0].threshold
   again, line = inference.adapt_from_files(model, str(shot_dir), out)
   assert "reused" in line and again.adaptation_id == adapted_model.adaptation_id
+  # One saved by another version of the method is computed again, not reused.
+  record = json.loads((out / files.ADAPTATION_RECORD).read_text())
+  (out / files.ADAPTATION_RECORD).write_text(json.dumps({**record, "method": "an earlier method"}))
+  (out / files.ADAPTATION).write_bytes(b"not an adaptation")
+  again, line = inference.adapt_from_files(model, str(shot_dir), out)
+  assert "recomputed" in line and again.adaptation_id == adapted_model.adaptation_id
 
   exported = jax.export.deserialize(export.export_jax(adapted_model, tmp_path / "export", ("cpu",)).read_bytes())
   batch = np.stack([model.preprocess(images.decode_rgb(f)) for f in image_files])
