@@ -142,8 +142,9 @@ def adapt_from_files(
   digests = {file: _digest(file) for file in image_files}
   record_path = None if out is None else out / files.ADAPTATION_RECORD
   before = json.loads(record_path.read_text()) if record_path is not None and record_path.exists() else None
-  reusable = before is not None and before["images"] == digests
-  if reusable and before["seed"] == model.seed and before.get("method") == adaptation_lib.METHOD:
+  # What decides reuse: the same images, for the same seed, adapted by the same method.
+  identity = {"seed": model.seed, "method": adaptation_lib.METHOD, "images": digests}
+  if before is not None and all(before.get(key) == value for key, value in identity.items()):
     with np.load(out / files.ADAPTATION) as arrays:
       adaptation = _adaptation_from_arrays(arrays)
     adapted = model.with_adaptation(adaptation)
@@ -163,13 +164,7 @@ def adapt_from_files(
     f"; skipped {len(skipped)} that do not decode" if skipped else ""
   )
   if out is not None:
-    record = {
-      "seed": model.seed,
-      "method": adaptation_lib.METHOD,
-      "images": digests,
-      "shots": [item.file for item in shots],
-      "skipped": skipped,
-    }
+    record = {**identity, "shots": [item.file for item in shots], "skipped": skipped}
     files.write_atomic(out / files.ADAPTATION, _adaptation_arrays(adapted.adaptation))
     files.write_json(record_path, record)
     line += f" (recomputed: the images or the method differ from those of {record_path})" if before is not None else ""

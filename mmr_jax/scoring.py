@@ -59,10 +59,6 @@ class Adaptation(NamedTuple):
   memories: tuple[adaptation_lib.Memory, ...]  # Per scale: entries (seeds, M, C), owners (seeds, M).
   shot_scores: jax.Array  # (seeds, K): each shot scored with the memory of the other K − 1 (leave one out).
 
-  def seed(self, k: int) -> Adaptation:
-    """Seed k's part, with a seed axis of 1."""
-    return jax.tree_util.tree_map(lambda leaf: leaf[k : k + 1], self)
-
 
 def maps_and_scores(
   student: Any,
@@ -184,6 +180,8 @@ class Scorer:
       [jnp.concatenate(pair) for pair in zip(features, shifted_student)],
       jnp.tile(own, 1 + len(adaptation_lib.SHIFTS)),
     )
+    # Eq. 2 as every score computes it; the student's pass over the shots that `_maps` repeats is merged with the
+    # one above by XLA (the compiled program has the same operations either way).
     _, scores = self._maps(params, images, teacher_features, None, memories, own)
     return Adaptation(memories, scores)
 
