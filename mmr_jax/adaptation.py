@@ -18,11 +18,17 @@ image of the domain places its content anywhere relative to the patch grid, and 
 change with that placement, so one shot seen at one phase covers its own textures only partly. Shifts by half a
 cell change no content, unlike flips or rotations (a mirrored part can be a defect: MVTec's flipped metal nut).
 
+The four phases repeat much of each shot, so each shot's entries are thinned to a greedy farthest-point coreset
+(`coreset`, a fraction CORESET_FRACTION of them), each shot on its own: every dropped entry stays within the
+coreset's covering radius of a kept one, the memory and the scoring cost shrink by that fraction, and the memory of
+the other shots, which gives a shot its leave-one-out score, is exactly what adapting to them alone would build.
+
 Pure jnp, for one student (no seed axis): `scoring.Scorer` vmaps it over the seeds and compiles it on the mesh.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import jax
@@ -33,9 +39,11 @@ EPS = 1e-8  # As the cosine distance of Eq. 1 and 2 (objectives.cosine_distance)
 # Memory entries compared at once: bounds the (images × positions × entries) distance block of one step.
 CHUNK = 512
 ZERO_OWNER, PADDING_OWNER = -1, -2
-# What this module computes, recorded beside a saved adaptation: one saved by another method is not reused.
-METHOD = "discrepancy memory, 4 half-cell phases"
 SHIFTS = ((0, 1), (1, 0), (1, 1))  # (down, right) in half cells: with the shot itself, the four phases.
+# Of each shot's entries (its positions at the four phases), the share kept (docs/adaptation.md has the figures).
+CORESET_FRACTION = 0.25
+# What this module computes, recorded beside a saved adaptation: one saved by another method is not reused.
+METHOD = f"discrepancy memory, 4 half-cell phases, per-shot coreset {CORESET_FRACTION:g}"
 
 
 class Memory(NamedTuple):
@@ -63,18 +71,48 @@ def shifted_phases(images: jax.Array, coarsest_grid: int) -> jax.Array:
   return jnp.concatenate([padded[:, y : y + height, x : x + width] for y, x in top_left])
 
 
+def coreset(entries: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+  """Greedy farthest-point selection of `size` rows of `entries` (N, C), starting from the zero vector (always in
+  the memory): each step keeps the row farthest from everything kept so far. Returns the kept rows' indices (size,)
+  and the covering radius, squared: every row is within it of a kept row or of zero. Deterministic (ties go to the
+  first row)."""
+  entries = jnp.asarray(entries, jnp.float32)
+
+  def keep_farthest(i, state):
+    distance, kept = state
+    farthest = jnp.argmax(distance)
+    to_farthest = jnp.sum(jnp.square(entries - entries[farthest]), axis=-1)
+    return jnp.minimum(distance, to_farthest), kept.at[i].set(farthest)
+
+  initial = (jnp.sum(jnp.square(entries), axis=-1), jnp.zeros((size,), jnp.int32))
+  distance, kept = jax.lax.fori_loop(0, size, keep_farthest, initial)
+  return kept, jnp.max(distance)
+
+
+def coreset_size(entries_per_shot: int, fraction: float = CORESET_FRACTION) -> int:
+  """How many of a shot's entries (its positions at every phase) its coreset keeps."""
+  return max(1, math.ceil(fraction * entries_per_shot))
+
+
 def build_memory(
-  teacher: Sequence[jax.Array], student: Sequence[jax.Array], owners_of_images: jax.Array
+  teacher: Sequence[jax.Array], student: Sequence[jax.Array], phases: int, fraction: float = CORESET_FRACTION
 ) -> tuple[Memory, ...]:
-  """Per scale, the memory of the shots' features (n, h, w, C): the zero vector, then every position of every image,
-  owned by the shot it shows (`owners_of_images` (n,): its index among the shots)."""
+  """Per scale, the memory of K shots seen at `phases` phases, from their features (phases · K, h, w, C), phase
+  major (the K shots, then the K shots at the next phase, ...): the zero vector, then each shot's coreset of its
+  positions at every phase (`fraction` of them; 1 keeps them all), owned by the shot's index."""
   memories = []
   for t, s in zip(teacher, student):
     d = discrepancy(t, s)
     n, h, w, c = d.shape
-    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), d.reshape(n * h * w, c)])
+    shots = n // phases
+    per_shot = d.reshape(phases, shots, h * w, c).transpose(1, 0, 2, 3).reshape(shots, phases * h * w, c)
+    size = coreset_size(phases * h * w, fraction)
+    if size < phases * h * w:
+      kept, _ = jax.vmap(lambda entries: coreset(entries, size))(per_shot)
+      per_shot = jnp.take_along_axis(per_shot, kept[..., None], axis=1)
+    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), per_shot.reshape(shots * size, c)])
     owners = jnp.concatenate(
-      [jnp.full((1,), ZERO_OWNER, jnp.int32), jnp.repeat(owners_of_images.astype(jnp.int32), h * w)]
+      [jnp.full((1,), ZERO_OWNER, jnp.int32), jnp.repeat(jnp.arange(shots, dtype=jnp.int32), size)]
     )
     pad = -len(entries) % CHUNK
     entries = jnp.pad(entries, ((0, pad), (0, 0)))

@@ -167,19 +167,19 @@ class Scorer:
 
   def _shots(self, params: Any, teacher_params: Any, images: jax.Array) -> Adaptation:
     """One student's adaptation to the shots (K, H, W, 3), normalised: the memory of the shots at the four phases of
-    the coarsest grid's half cell, and each shot's score with the memory of the others (what a new normal image of
-    the domain scores, K − 1 shots standing for K)."""
+    the coarsest grid's half cell, each shot thinned to its coreset, and each shot's score with the memory of the
+    others (what a new normal image of the domain scores, K − 1 shots standing for K)."""
     teacher_features = mmr.teacher_features(self.teacher, teacher_params, images)
     features = self.student.apply({"params": params}, images, 0.0)
     shifted = adaptation_lib.shifted_phases(images, teacher_features[-1].shape[1])
     shifted_teacher = mmr.teacher_features(self.teacher, teacher_params, shifted)
     shifted_student = self.student.apply({"params": params}, shifted, 0.0)
-    own = jnp.arange(images.shape[0], dtype=jnp.int32)
     memories = adaptation_lib.build_memory(
       [jnp.concatenate(pair) for pair in zip(teacher_features, shifted_teacher)],
       [jnp.concatenate(pair) for pair in zip(features, shifted_student)],
-      jnp.tile(own, 1 + len(adaptation_lib.SHIFTS)),
+      phases=1 + len(adaptation_lib.SHIFTS),
     )
+    own = jnp.arange(images.shape[0], dtype=jnp.int32)
     # Eq. 2 as every score computes it; the student's pass over the shots that `_maps` repeats is merged with the
     # one above by XLA (the compiled program has the same operations either way).
     _, scores = self._maps(params, images, teacher_features, None, memories, own)

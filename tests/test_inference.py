@@ -4,7 +4,6 @@ SavedModel, TFLite) agreeing with the native function."""
 
 import csv
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -26,7 +25,9 @@ from mmr_jax import export
 from mmr_jax import files
 from mmr_jax import inference
 from mmr_jax import metrics
+from mmr_jax.models import mmr
 from mmr_jax.data import images
+from mmr_jax.data import preprocess
 from mmr_jax.data import sources
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -265,31 +266,34 @@ def test_adaptation_is_deterministic_and_leaves_the_model_as_it_was(model, shots
 
 
 def test_the_adapted_map_is_never_above_mmrs_and_zero_on_what_the_shots_show(model, shots, batch):
-  """The memory holds the zero vector (MMR's own normal): every adapted distance is ≤ 1 − cos, so the maps are too;
-  a shot's own discrepancies are in the memory, so the shot itself scores 0."""
+  """The memory holds the zero vector (MMR's own normal): every adapted distance is ≤ 1 − cos, so the maps are too.
+  Every position of a shot, at each of the four phases, is in the memory or within its coreset's covering radius
+  of it: so with the whole memory kept the shots and their shifted copies score 0."""
   adapted = model.adapt(list(shots), preprocessed=True)
   maps, scores = model.score(batch)
   adapted_maps, adapted_scores = adapted.score(batch)
   assert np.all(adapted_maps <= maps + 1e-5) and np.all(adapted_scores < scores)
-  np.testing.assert_allclose(adapted.score(shots)[1], 0.0, atol=1e-5)
-
-
-def test_the_shots_enter_the_memory_at_the_four_phases_of_the_coarsest_half_cell(model, shots):
-  """Each shot is remembered as given and shifted right, down and both by half the coarsest grid's cell, the edge
-  it uncovers reflected: those shifted images score 0 too, and every shot owns four images' positions."""
-  image = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
-  right, down, both = np.split(np.asarray(adaptation.shifted_phases(image, coarsest_grid=2)), 3)  # Half cell: 2 px.
-  np.testing.assert_array_equal(right[:, :, 2:], image[:, :, :-2])
-  np.testing.assert_array_equal(right[:, :, :2], image[:, :, 2:0:-1])
-  np.testing.assert_array_equal(down[:, 2:], image[:, :-2])
-  np.testing.assert_array_equal(both[:, 2:, 2:], image[:, :-2, :-2])
-  adapted = model.adapt(list(shots), preprocessed=True)
-  for memory in adapted.adaptation.memories:
-    owners = np.asarray(memory.owners[0])
-    assert np.sum(owners == adaptation.ZERO_OWNER) == 1
-    assert len({np.sum(owners == k) for k in range(len(shots))}) == 1 and np.sum(owners == 0) % 4 == 0
-  coarsest = math.isqrt(int(np.sum(owners == 0)) // 4)  # The last scale's grid: 4 images of it per shot.
-  np.testing.assert_allclose(adapted.score(np.asarray(adaptation.shifted_phases(shots, coarsest)))[1], 0.0, atol=1e-5)
+  # The memory as `Scorer.adapt` builds it, from the shots at their four phases (phase major).
+  scorer, params = model.scorer, {"params": jax.tree_util.tree_map(lambda leaf: leaf[0], model.params)}
+  features = jax.jit(
+    lambda x: (mmr.teacher_features(scorer.teacher, scorer.teacher_params, x), scorer.student.apply(params, x, 0.0))
+  )
+  normalised = preprocess.normalize(shots)
+  coarsest_grid = jax.eval_shape(features, normalised)[0][-1].shape[1]
+  teacher, student = features(np.concatenate([normalised, adaptation.shifted_phases(normalised, coarsest_grid)]))
+  build_memory = jax.jit(adaptation.build_memory, static_argnames=("phases", "fraction"))
+  kept = build_memory(teacher, student, phases=4)
+  adapted_memory = np.asarray(adapted.adaptation.memories[0].entries[0])
+  np.testing.assert_allclose(np.asarray(kept[0].entries), adapted_memory, atol=1e-5)
+  whole = build_memory(teacher, student, phases=4, fraction=1.0)
+  for t, s, memory, all_kept in zip(teacher, student, kept, whole):
+    (distance,), (zero,) = (adaptation.adapted_distances([t], [s], [m]) for m in (memory, all_kept))
+    np.testing.assert_allclose(zero, 0.0, atol=1e-6)
+    _, h, w, c = t.shape
+    per_shot = np.asarray(adaptation.discrepancy(t, s)).reshape(4, len(shots), h * w, c).swapaxes(0, 1)
+    size = adaptation.coreset_size(4 * h * w)
+    _, radii = jax.vmap(lambda entries: adaptation.coreset(entries, size))(per_shot.reshape(len(shots), -1, c))
+    assert 0 < np.max(distance) <= 0.5 * np.max(radii) + 1e-6
 
 
 def test_a_shots_score_is_its_score_against_the_others(model, shots):
