@@ -183,7 +183,7 @@ class Platform:
       return requested
     return "im2col" if self.bf16_matmul_units(compute_dtype) else "native"
 
-  def compiler_options(self, compute_dtype: str) -> dict[str, str] | None:
+  def compiler_options(self, compute_dtype: str, seeds_share_inputs: bool = False) -> dict[str, str] | None:
     """XLA options of a run's compiled functions for this platform and model.compute_dtype.
 
     On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. Its convolutions slow this
@@ -193,10 +193,15 @@ class Platform:
     a bf16 dot reaches that rate (2× float32 on AVX512-BF16). Elsewhere XLA's own dots are as fast in float32 and
     faster in bfloat16 without those instructions (1.7×), and keep the rounding of K seeds in one program equal
     to that of one seed alone. docs/cpu-performance.md has the figures. Other platforms: no option.
+
+    `seeds_share_inputs`: for a program that vmaps K seeds over inputs they share (scoring: one batch's teacher
+    features for every student). YNNPACK's reductions are left out there: with an operand broadcast across the
+    seeds, jaxlib 0.10.2 computed Eq. 2's 1 − cos wrong for every seed but the first (by up to 1.4, at the demo's
+    shapes; tests/test_runtime.py checks the options the scorer uses).
     """
     if self.backend != "cpu":
       return None
-    fusions = ["LIBRARY_FUSION_TYPE_REDUCE"]
+    fusions = [] if seeds_share_inputs else ["LIBRARY_FUSION_TYPE_REDUCE"]
     if self.bf16_matmul_units(compute_dtype):
       fusions.append("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
     return {"xla_cpu_experimental_ynn_fusion_type": ",".join(fusions)}

@@ -58,7 +58,9 @@ def test_accelerator_programs_take_none_of_the_cpus_choices(monkeypatch):
   cpu_im2col = lowering.lower(config, ("cpu",), platform=runtime.Platform("cpu", cpu_bf16_matmul=True))["train_step"]
   assert counts(cpu_im2col) == 0  # What a leak of the CPU's form would look like: no convolution left.
   # A CPU-only option forced into an accelerator's step is refused before anything is lowered.
-  monkeypatch.setattr(runtime.Platform, "compiler_options", lambda self, dtype: {"xla_cpu_enable_fast_math": "true"})
+  monkeypatch.setattr(
+    runtime.Platform, "compiler_options", lambda self, dtype, **_: {"xla_cpu_enable_fast_math": "true"}
+  )
   with pytest.raises(lowering.LoweringError, match="tpu programs carry the CPU's compiler options"):
     step(("tpu",))
 

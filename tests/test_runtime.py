@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
+from mmr_jax import objectives
 from mmr_jax import runtime
 
 FULL = ":".join(f"{name}={value}" for name, value in runtime.MALLOC_TUNABLES.items())
@@ -127,6 +129,9 @@ def test_bf16_forms_follow_the_cpus_matrix_instructions(has_bf16):
   assert fusions("float32") == ["LIBRARY_FUSION_TYPE_REDUCE"]
   dots = ["LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"] if has_bf16 else []
   assert fusions("bfloat16") == ["LIBRARY_FUSION_TYPE_REDUCE", *dots]
+  # The scorer's programs, whose K students share one batch, keep the dots' choice and leave the reductions out.
+  shared = lambda dtype: cpu.compiler_options(dtype, seeds_share_inputs=True)["xla_cpu_experimental_ynn_fusion_type"]
+  assert shared("float32") == "" and shared("bfloat16") == ",".join(dots)
   for accelerator in ("tpu", "cuda"):
     platform = runtime.Platform(accelerator)
     assert platform.conv3x3_form("auto", "bfloat16") == "native" and platform.compiler_options("bfloat16") is None
@@ -138,3 +143,16 @@ def test_the_platform_of_this_process_reads_the_host_once():
   platform = runtime.Platform.of(jax.devices()[0])
   assert platform.backend == jax.devices()[0].platform
   assert platform.cpu_bf16_matmul == (platform.backend == "cpu" and runtime.cpu_has_bf16_matmul())
+
+
+def test_the_scorers_options_reduce_over_features_shared_by_k_seeds_exactly():
+  """The scorer vmaps K students over one batch's teacher features. Compiled with YNNPACK's reductions, jaxlib
+  0.10.2 computed this 1 − cos wrong for every seed but the first (by up to 1.4); the scorer's options leave them
+  out (`seeds_share_inputs`), and each seed's distances are then exact."""
+  options = runtime.Platform.of(jax.devices()[0]).compiler_options("float32", seeds_share_inputs=True)
+  rng = np.random.default_rng(0)
+  teacher = rng.normal(size=(8, 40, 40, 24)).astype(np.float32)  # The demo's first scale, a batch of 8.
+  students = rng.normal(size=(3, 8, 40, 40, 24)).astype(np.float32)
+  shared = jax.jit(jax.vmap(objectives.cosine_distance, in_axes=(None, 0)), compiler_options=options)
+  norms = np.linalg.norm(teacher, axis=-1) * np.linalg.norm(students, axis=-1)
+  np.testing.assert_allclose(shared(teacher, students), 1 - np.sum(teacher * students, axis=-1) / norms, atol=1e-5)
