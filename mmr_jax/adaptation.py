@@ -94,23 +94,29 @@ def coreset_size(entries_per_shot: int, fraction: float = CORESET_FRACTION) -> i
   return max(1, math.ceil(fraction * entries_per_shot))
 
 
+def per_shot(features: jax.Array, phases: int) -> jax.Array:
+  """(phases · K, h, w, C) features, phase major (the K shots, then the K shots at the next phase, ...) →
+  (K, phases · h · w, C): each shot's positions at every phase, the rows its coreset is chosen from."""
+  n, h, w, c = features.shape
+  return features.reshape(phases, n // phases, h * w, c).transpose(1, 0, 2, 3).reshape(n // phases, -1, c)
+
+
 def build_memory(
   teacher: Sequence[jax.Array], student: Sequence[jax.Array], phases: int, fraction: float = CORESET_FRACTION
 ) -> tuple[Memory, ...]:
   """Per scale, the memory of K shots seen at `phases` phases, from their features (phases · K, h, w, C), phase
-  major (the K shots, then the K shots at the next phase, ...): the zero vector, then each shot's coreset of its
-  positions at every phase (`fraction` of them; 1 keeps them all), owned by the shot's index."""
+  major (`per_shot`): the zero vector, then each shot's coreset of its positions at every phase (`fraction` of
+  them; 1 keeps them all), owned by the shot's index."""
   memories = []
   for t, s in zip(teacher, student):
     d = discrepancy(t, s)
-    n, h, w, c = d.shape
-    shots = n // phases
-    per_shot = d.reshape(phases, shots, h * w, c).transpose(1, 0, 2, 3).reshape(shots, phases * h * w, c)
-    size = coreset_size(phases * h * w, fraction)
-    if size < phases * h * w:
-      kept, _ = jax.vmap(lambda entries: coreset(entries, size))(per_shot)
-      per_shot = jnp.take_along_axis(per_shot, kept[..., None], axis=1)
-    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), per_shot.reshape(shots * size, c)])
+    by_shot = per_shot(d, phases)
+    shots, positions, c = by_shot.shape
+    size = coreset_size(positions, fraction)
+    if size < positions:
+      kept, _ = jax.vmap(lambda entries: coreset(entries, size))(by_shot)
+      by_shot = jnp.take_along_axis(by_shot, kept[..., None], axis=1)
+    entries = jnp.concatenate([jnp.zeros((1, c), jnp.float32), by_shot.reshape(shots * size, c)])
     owners = jnp.concatenate(
       [jnp.full((1,), ZERO_OWNER, jnp.int32), jnp.repeat(jnp.arange(shots, dtype=jnp.int32), size)]
     )

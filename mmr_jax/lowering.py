@@ -66,7 +66,8 @@ def lower(
   if "cpu" in platforms and len(platforms) > 1:
     raise ValueError(f"the CPU's programs differ from the accelerators': lower {platforms} one at a time")
   run = experiment.Run(config, mesh, platform=platform or runtime.Platform(platforms[0]))
-  check_compiler_options(run.scorer.compiler_options, run.scorer.platform)
+  for options in (run.scorer.compiler_options, run.scorer.scoring_options):
+    check_compiler_options(options, run.scorer.platform)
   programs = {"teacher": run.scorer.teacher_fn, "train_step": run.train_step, "scoring": run.scorer.anomaly_fn}
   arguments = abstract_arguments(run)
   return {name: jax.export.export(program, platforms=platforms)(*arguments[name]) for name, program in programs.items()}

@@ -119,24 +119,24 @@ class Scorer:
     # The test images and their teacher features are shared by the K students (so `seeds_share_inputs`); with a
     # test mask ratio > 0 every seed masks the batch with the same noise.
     per_seed_batch = sharding.batch_sharding(self.mesh, extra_leading_axes=1)
-    scoring_options = self.platform.compiler_options(model.compute_dtype, seeds_share_inputs=True)
+    self.scoring_options = self.platform.compiler_options(model.compute_dtype, seeds_share_inputs=True)
     self.anomaly_fn = jax.jit(
       steps.at_precision(jax.vmap(self._maps, in_axes=(0, None, None, None)), model.precision),
       in_shardings=(replicated, batch, batch, replicated),
       out_shardings=per_seed_batch,
-      compiler_options=scoring_options,
+      compiler_options=self.scoring_options,
     )
     # The same with an adaptation's memories (one per seed, replicated: they are small beside the batch).
     self.adapted_fn = jax.jit(
       steps.at_precision(jax.vmap(self._maps, in_axes=(0, None, None, None, 0)), model.precision),
       in_shardings=(replicated, batch, batch, replicated, replicated),
       out_shardings=per_seed_batch,
-      compiler_options=scoring_options,
+      compiler_options=self.scoring_options,
     )
     self._adapt_fn = jax.jit(
       steps.at_precision(jax.vmap(self._shots, in_axes=(0, None, None)), model.precision),
       out_shardings=replicated,
-      compiler_options=scoring_options,
+      compiler_options=self.scoring_options,
     )
 
   @functools.cached_property

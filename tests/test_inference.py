@@ -289,10 +289,9 @@ def test_the_adapted_map_is_never_above_mmrs_and_the_shots_lie_within_the_corese
   for t, s, memory, all_kept in zip(teacher, student, kept, whole):
     (distance,), (zero,) = (adaptation.adapted_distances([t], [s], [m]) for m in (memory, all_kept))
     np.testing.assert_allclose(zero, 0.0, atol=1e-6)
-    _, h, w, c = t.shape
-    per_shot = np.asarray(adaptation.discrepancy(t, s)).reshape(4, len(shots), h * w, c).swapaxes(0, 1)
-    size = adaptation.coreset_size(4 * h * w)
-    _, radii = jax.vmap(lambda entries: adaptation.coreset(entries, size))(per_shot.reshape(len(shots), -1, c))
+    by_shot = adaptation.per_shot(adaptation.discrepancy(t, s), phases=4)
+    size = adaptation.coreset_size(by_shot.shape[1])
+    _, radii = jax.vmap(lambda entries: adaptation.coreset(entries, size))(by_shot)
     assert 0 < np.max(distance) <= 0.5 * np.max(radii) + 1e-6
 
 
